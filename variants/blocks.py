@@ -31,6 +31,8 @@ def hidden_width(num_frames: int, ratio: Fraction | int) -> int:
 
 def init_linear_(module: nn.Module) -> None:
     """CLIP4Clip ``init_weights``: Linear/Embedding ~ N(0, 0.02), bias 0, LayerNorm (1, 0)."""
+    if any(p.is_meta for p in module.parameters(recurse=False)):
+        return  # shape-only build (device "meta"): init on meta goes through slow reference ops
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
     if isinstance(module, nn.LayerNorm):

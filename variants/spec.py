@@ -19,14 +19,14 @@ TEMPORALS: tuple[str, ...] = ("meanP", "seqLSTM", "seqTransf", "tightTransf")
 SEQUENTIAL: tuple[str, ...] = ("seqLSTM", "seqTransf")
 
 
-def to_ratio(value: Fraction | int | float | str) -> Fraction:
+def to_ratio(value: Fraction | float | str) -> Fraction:
     """Coerce a ratio to an exact Fraction; rejects floats that are not short exact decimals.
 
     ``1/3`` as a float is 0.333...; silently turning it into 6004799503160661/18014398509481984
     would give a ratio nobody meant, so such floats are refused with the fix in the message.
     """
     if isinstance(value, bool):
-        raise ValueError(f"ratio must be a number, got {value!r}")
+        raise ValueError(f"ratio must be a number, got {value!r}")  # noqa: TRY004
     if isinstance(value, Fraction):
         return value
     if isinstance(value, int):
@@ -107,7 +107,7 @@ class VariantSpec:
         if self.excitation_pos not in ("post", "pre"):
             raise ValueError(f"excitation_pos must be 'post' or 'pre'; got {self.excitation_pos!r}")
         if not isinstance(self.masked, bool):
-            raise ValueError(f"masked must be a bool; got {self.masked!r}")
+            raise ValueError(f"masked must be a bool; got {self.masked!r}")  # noqa: TRY004
         if self.temporal == "tightTransf":
             if self.aggregation is not None:
                 raise ValueError(

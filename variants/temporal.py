@@ -53,7 +53,8 @@ class _Attention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
-        nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's own init
+        if not self.in_proj_weight.is_meta:
+            nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's own init
 
     def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
         b, n, d = x.shape
@@ -110,6 +111,12 @@ class TransformerClip(nn.Module):
             block.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
 
 
+def _position_table(embed_dim: int) -> nn.Embedding:
+    """nn.Embedding(77, D) without its default N(0, 1) init: init_linear_ overwrites it with
+    N(0, 0.02) anyway, and skipping it keeps shape-only ("meta") builds fast."""
+    return nn.Embedding(CONTEXT_LENGTH, embed_dim, _weight=torch.empty(CONTEXT_LENGTH, embed_dim))
+
+
 def _heads(embed_dim: int, text_init: TextTowerInit | None) -> int:
     return text_init.heads if text_init is not None else max(1, embed_dim // 64)
 
@@ -152,7 +159,7 @@ class SeqTransf(nn.Module):
 
     def __init__(self, embed_dim: int, text_init: TextTowerInit | None = None) -> None:
         super().__init__()
-        self.frame_position_embeddings = nn.Embedding(CONTEXT_LENGTH, embed_dim)
+        self.frame_position_embeddings = _position_table(embed_dim)
         self.transformerClip = TransformerClip(embed_dim, NUM_LAYERS, _heads(embed_dim, text_init))
         self.apply(init_linear_)
         _load_positions(self.frame_position_embeddings, text_init)
@@ -176,7 +183,7 @@ class CrossEncoder(nn.Module):
 
     def __init__(self, embed_dim: int, text_init: TextTowerInit | None = None, dropout: float = 0.1) -> None:
         super().__init__()
-        self.position_embeddings = nn.Embedding(CONTEXT_LENGTH, embed_dim)
+        self.position_embeddings = _position_table(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.transformer = TransformerClip(embed_dim, NUM_LAYERS, _heads(embed_dim, text_init))
         self.ln_pool = nn.LayerNorm(embed_dim)
@@ -202,6 +209,13 @@ class CrossEncoder(nn.Module):
 
 
 __all__ = [
-    "CONTEXT_LENGTH", "CrossEncoder", "INIT_STD", "QuickGELU", "ResidualAttentionBlock", "SeqLSTM",
-    "SeqTransf", "TextTowerInit", "TransformerClip",
+    "CONTEXT_LENGTH",
+    "INIT_STD",
+    "CrossEncoder",
+    "QuickGELU",
+    "ResidualAttentionBlock",
+    "SeqLSTM",
+    "SeqTransf",
+    "TextTowerInit",
+    "TransformerClip",
 ]
