@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +39,17 @@ if TYPE_CHECKING:  # variants/ is pure model code; imported lazily at call time
     from variants import TextTowerInit
 
 __all__ = [
-    "TINY_CLIP", "TINY_CLIP_CONFIG", "MODEL_ALIASES", "SAVE_FORMATS", "ClipBackbone", "load_clip",
-    "save_clip", "register_tiny_clip", "resolve_model_name", "detect_format", "file_sha256",
+    "MODEL_ALIASES",
+    "SAVE_FORMATS",
+    "TINY_CLIP",
+    "TINY_CLIP_CONFIG",
+    "ClipBackbone",
+    "detect_format",
+    "file_sha256",
+    "load_clip",
+    "register_tiny_clip",
+    "resolve_model_name",
+    "save_clip",
 ]
 
 TINY_CLIP = "eabench-tiny"
@@ -278,9 +290,12 @@ class ClipBackbone(nn.Module):
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
         return x.float()
 
-    def text_init(self, layers: int = 4) -> "TextTowerInit":
+    def text_init(self, layers: int = 4) -> TextTowerInit:
         """Positional table and text blocks 0..layers-1 (OpenAI keys) for seqTransf/tightTransf."""
-        from variants import TextTowerInit  # lazily: variants/ must not be needed to load CLIP
+        try:  # lazily: variants/ must not be needed to load CLIP
+            from variants import TextTowerInit
+        except ImportError:  # the package root may not re-export it yet
+            from variants.temporal import TextTowerInit
 
         blocks = self.model.transformer.resblocks
         if layers > len(blocks):
@@ -297,6 +312,24 @@ class ClipBackbone(nn.Module):
 
     def forward(self, pixels: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         return self.encode_frames(pixels), self.encode_text(tokens)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """open_clip warns "No pretrained weights loaded" on the root logger whenever pretrained=None;
+    we load the weights ourselves right after, so the notice is misleading."""
+    flt = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def load_clip(model_name: str, weights: Path | str | None = None, *, device: str | torch.device = "cpu",
@@ -317,7 +350,7 @@ def load_clip(model_name: str, weights: Path | str | None = None, *, device: str
         raise CheckpointError(
             f"no CLIP weights given for {name}; expected {_expected(name)}. Fix: pass the file "
             f"(e.g. --weights /path/ViT-B-32.pt); random initialisation needs allow_random=True")
-    model = open_clip.create_model(name, pretrained=None, device="cpu")
+    sd: dict[str, Tensor] | None = None
     sha = None
     if weights is not None:
         path = Path(weights).expanduser()
@@ -325,7 +358,10 @@ def load_clip(model_name: str, weights: Path | str | None = None, *, device: str
             raise CheckpointError(
                 f"{path}: CLIP checkpoint not found; expected {_expected(name)}. Fix: give the path "
                 f"of the file (CLIP4Clip users have it at modules/ViT-B-32.pt)")
-        sd, _fmt = _read_state_dict(path, name)
+        sd, _fmt = _read_state_dict(path, name)  # read first: a bad file fails before a big build
+    with _quiet_open_clip():
+        model = open_clip.create_model(name, pretrained=None, device="cpu")
+    if sd is not None:
         if "logit_scale" in sd and sd["logit_scale"].shape != model.logit_scale.shape:
             sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
         _check_fits(sd, model, path, name)
