@@ -1,0 +1,300 @@
+"""Reading tracked runs back from MLflow (the schema in docs/ARCHITECTURE.md, "MLflow run schema").
+
+Everything in ``reports/`` goes through this module, so a notebook can do the same:
+``runs = load_runs(study="meanP-synthetic")`` then ``runs_frame(runs)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import ConfigError, DataError
+
+__all__ = [
+    "DIRECTIONS",
+    "METRICS",
+    "FrameWeights",
+    "RunRecord",
+    "default_tracking_uri",
+    "find_study_parent",
+    "list_studies",
+    "load_frame_weights",
+    "load_history",
+    "load_runs",
+    "open_client",
+    "runs_frame",
+]
+
+# Metric names as the engine logs them (without the "best/" prefix), in column order.
+METRICS: tuple[str, ...] = ("R1", "R5", "R10", "R50", "MdR", "MnR")
+DIRECTIONS: tuple[str, ...] = ("t2v", "v2t")
+DEFAULT_EXPERIMENT = "eabench"
+
+# mlflow's own tqdm bars would write to stderr during artifact downloads (STACK.md §5).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def default_tracking_uri(root: Path | str = "runs") -> str:
+    """The harness default: ``sqlite:///<root>/mlflow.db`` (same rule as harness.tracking)."""
+    return f"sqlite:///{Path(root).resolve()}/mlflow.db"
+
+
+def open_client(tracking_uri: str | None = None, root: Path | str = "runs") -> Any:
+    """An ``MlflowClient`` on ``tracking_uri`` (or the default store under ``root``)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if not db.exists():
+            raise ConfigError(
+                f"no MLflow store at {db}: run a training or a study first "
+                f"(e.g. `eabench reproduce`), or pass --tracking-uri / --root"
+            )
+    return MlflowClient(tracking_uri=uri)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training run as the reports see it."""
+
+    run_id: str
+    run_name: str
+    status: str
+    variant: str
+    temporal: str
+    dataset: str
+    protocol: str
+    paper_table: str
+    paper_label: str
+    seed: str
+    study: str
+    metrics: dict[str, float] = field(default_factory=dict)  # latest value of every metric
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def best(self, direction: str, metric: str) -> float:
+        """``best/<direction>/<metric>`` (NaN when the run did not log it)."""
+        return float(self.metrics.get(f"best/{direction}/{metric}", np.nan))
+
+
+def _record(run: Any) -> RunRecord:
+    tags = dict(run.data.tags)
+    params = dict(run.data.params)
+
+    def pick(key: str, default: str = "") -> str:
+        return tags.get(key) or params.get(key) or default
+
+    return RunRecord(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or tags.get("mlflow.runName", ""),
+        status=run.info.status,
+        variant=pick("variant", run.info.run_name or "?"),
+        temporal=pick("temporal"),
+        dataset=pick("dataset", "?"),
+        protocol=pick("protocol", "?"),
+        paper_table=pick("paper_table"),
+        paper_label=pick("paper_label"),
+        seed=pick("seed"),
+        study=tags.get("optuna.study", ""),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        params=params,
+        tags=tags,
+    )
+
+
+def _experiment_ids(client: Any, experiment: str) -> list[str]:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ConfigError(
+            f"MLflow experiment {experiment!r} not found; known: {', '.join(names) or 'none'} "
+            f"(pass --experiment)"
+        )
+    return [exp.experiment_id]
+
+
+def _search(client: Any, exp_ids: list[str], filter_string: str) -> list[Any]:
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(exp_ids, filter_string=filter_string, max_results=1000, page_token=token)
+        out.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out
+
+
+def list_studies(client: Any, experiment: str = DEFAULT_EXPERIMENT) -> list[str]:
+    """Names of the studies recorded in ``experiment`` (parent runs, newest first)."""
+    exp_ids = _experiment_ids(client, experiment)
+    parents = _search(client, exp_ids, "tags.`eabench.kind` = 'study'")
+    names = [p.data.tags.get("optuna.study") or p.info.run_name for p in parents]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def find_study_parent(client: Any, study: str, experiment: str = DEFAULT_EXPERIMENT) -> Any | None:
+    """The study's parent run (tag ``eabench.kind=study``), newest first; None if absent."""
+    exp_ids = _experiment_ids(client, experiment)
+    parents = _search(client, exp_ids, f"tags.`optuna.study` = '{study}' and tags.`eabench.kind` = 'study'")
+    if not parents:
+        parents = [
+            r for r in _search(client, exp_ids, "tags.`eabench.kind` = 'study'") if r.info.run_name == study
+        ]
+    return parents[0] if parents else None
+
+
+def load_runs(
+    client: Any,
+    *,
+    study: str | None = None,
+    run_ids: list[str] | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    finished_only: bool = True,
+) -> list[RunRecord]:
+    """Training runs of a study (child runs carrying its ``optuna.study`` tag) or given by id.
+
+    Runs that did not finish (pruned, failed, still running) are left out unless
+    ``finished_only`` is False: a table of half-trained models would mislead.
+    """
+    if run_ids:
+        runs = []
+        for rid in run_ids:
+            try:
+                runs.append(client.get_run(rid))
+            except Exception as exc:  # mlflow raises its own MlflowException
+                raise ConfigError(f"run {rid!r} not found in the MLflow store: {exc}") from None
+    elif study:
+        exp_ids = _experiment_ids(client, experiment)
+        runs = _search(client, exp_ids, f"tags.`optuna.study` = '{study}'")
+        runs = [r for r in runs if r.data.tags.get("eabench.kind") != "study"]
+        if not runs:
+            known = list_studies(client, experiment)
+            raise ConfigError(
+                f"no runs of study {study!r} in experiment {experiment!r}; "
+                f"studies found: {', '.join(known) or 'none'}"
+            )
+    else:
+        raise ConfigError("give a study (--study NAME) or run ids (--run RUN_ID)")
+    recs = [_record(r) for r in runs]
+    if finished_only:
+        recs = [r for r in recs if r.status == "FINISHED"]
+    # Oldest first: stable row order when the registry cannot order them.
+    return sorted(recs, key=lambda r: (r.variant, r.seed, r.run_id))
+
+
+def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run: identification columns and ``<dir>/<metric>`` best-epoch metrics."""
+    rows = []
+    for r in runs:
+        row: dict[str, Any] = {
+            "run_id": r.run_id,
+            "variant": r.variant,
+            "temporal": r.temporal or _temporal_of(r.variant),
+            "dataset": r.dataset,
+            "protocol": r.protocol,
+            "paper_table": r.paper_table,
+            "paper_label": r.paper_label,
+            "seed": r.seed,
+            "study": r.study,
+        }
+        for d in DIRECTIONS:
+            for m in METRICS:
+                row[f"{d}/{m}"] = r.best(d, m)
+        rows.append(row)
+    cols = [
+        "run_id",
+        "variant",
+        "temporal",
+        "dataset",
+        "protocol",
+        "paper_table",
+        "paper_label",
+        "seed",
+        "study",
+    ] + [f"{d}/{m}" for d in DIRECTIONS for m in METRICS]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _temporal_of(variant: str) -> str:
+    return variant.split("_")[0].split("-")[0]
+
+
+# ------------------------------------------------------------------ artifacts
+@dataclass(frozen=True)
+class FrameWeights:
+    """The ``frame_weights.npz`` artifact: what the model did with each test video's frames."""
+
+    video_ids: list[str]
+    texts: list[str]
+    mask: np.ndarray  # [N, T] float, 1 = real frame
+    gates: np.ndarray | None = None  # [N, T] excitation gates in (0, 1)
+    weights: np.ndarray | None = None  # [N, T] aggregation weights (softmax over T)
+    frame_times: np.ndarray | None = None  # [N, T] seconds of each sampled frame
+
+    @property
+    def has_any(self) -> bool:
+        return self.gates is not None or self.weights is not None
+
+    @classmethod
+    def from_npz(cls, path: Path) -> FrameWeights:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read frame weights ({exc})") from None
+        for key in ("video_ids", "mask"):
+            if key not in data:
+                raise DataError(
+                    f"{path}: missing array {key!r} (engine schema: video_ids, texts, mask, "
+                    f"gates?, weights?, frame_times?)"
+                )
+        mask = np.asarray(data["mask"], dtype=float)
+        n = mask.shape[0]
+
+        def opt(key: str) -> np.ndarray | None:
+            if key not in data:
+                return None
+            arr = np.asarray(data[key], dtype=float)
+            if arr.shape != mask.shape:
+                raise DataError(f"{path}: array {key!r} has shape {arr.shape}, mask has {mask.shape}")
+            return arr
+
+        texts = [str(t) for t in data["texts"]] if "texts" in data else [""] * n
+        return cls(
+            video_ids=[str(v) for v in data["video_ids"]],
+            texts=texts,
+            mask=mask,
+            gates=opt("gates"),
+            weights=opt("weights"),
+            frame_times=opt("frame_times"),
+        )
+
+
+def load_frame_weights(client: Any, run_id: str) -> FrameWeights | None:
+    """The run's frame weights, or None when the run logged no ``frame_weights.npz``."""
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if "frame_weights.npz" not in names:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, "frame_weights.npz", tmp)
+        return FrameWeights.from_npz(Path(local))
+
+
+def load_history(client: Any, run_id: str, keys: tuple[str, ...] = ("train/loss", "t2v/R1")) -> pd.DataFrame:
+    """Per-epoch metric history: index = epoch (the step), one column per key present."""
+    cols: dict[str, pd.Series] = {}
+    for key in keys:
+        hist = client.get_metric_history(run_id, key)
+        if hist:
+            s = pd.Series({h.step: h.value for h in sorted(hist, key=lambda h: (h.step, h.timestamp))})
+            cols[key] = s
+    df = pd.DataFrame(cols)
+    df.index.name = "epoch"
+    return df.sort_index()
