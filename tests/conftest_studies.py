@@ -1,0 +1,147 @@
+"""Study-test helpers (import explicitly): a small synthetic benchmark, one MLflow store per session,
+study contexts with tiny training settings, and trainers for the worker tests.
+
+The benchmark is the real generator's output (MSR-VTT layout, real videos) with a tiny CLIP
+pre-trained for a few steps, so retrieval is above chance and a destroyed model is visibly worse
+(the pruning test relies on that). Worker processes started with ``multiprocessing`` spawn
+import this module by name (the tests folder is on ``sys.path`` in the parent and the children).
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+T = 4            # frames per video (= max_frames)
+N_TRAIN = 32
+N_TEST = 16
+TRAIN_OPTIONS = (("epochs", 2), ("batch_size", 8), ("device", "cpu"), ("eval_batch_size", 64))
+
+
+# Each test module that imports a fixture from here gets its own fixture definition, so a
+# "session" fixture would run once per module; this cache makes it once per session for real.
+_SESSION: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.data.synthetic import SyntheticConfig, generate_synthetic
+
+    if "synth" not in _SESSION:
+        root = tmp_path_factory.mktemp("studies_synth") / "synthetic"
+        generate_synthetic(root, SyntheticConfig(num_train=N_TRAIN, num_test=N_TEST, frames=T, pretrain_clip=True,
+                                                 pretrain_steps=30, seed=1), progress=False)
+        _SESSION["synth"] = root
+    return _SESSION["synth"]
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tracking root (SQLite + artifacts) for the session: MLflow's migrations run once."""
+    from harness.tracking import configure
+
+    if "store" not in _SESSION:
+        root = tmp_path_factory.mktemp("studies_runs")
+        configure(root, uri(root))
+        _SESSION["store"] = root
+    return _SESSION["store"]
+
+
+def uri(store: Path) -> str:
+    return f"sqlite:///{Path(store).resolve() / 'mlflow.db'}"
+
+
+def make_ctx(synth: Path, store: Path, journal_dir: Path, *, kind: str = "table", storage: str | None = None,
+             name: str | None = None, **kw: Any):
+    from studies.context import StudyContext
+    from studies.storage import resolve_storage
+
+    name = name or f"{kind}-{uuid.uuid4().hex[:8]}"
+    spec = resolve_storage(storage or str(journal_dir / f"{name}.journal"), name)
+    base: dict[str, Any] = {
+        "study_name": name, "kind": kind, "storage": spec, "dataset": "synthetic", "root": str(synth),
+        "protocol": "frozen", "runs_root": str(store), "tracking_uri": uri(store),
+        "sets": (("max_frames", str(T)),), "train_options": TRAIN_OPTIONS,
+    }
+    base.update(kw)
+    return StudyContext(**base)
+
+
+def mlflow_client(store: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri(store))
+
+
+def child_runs(store: Path, parent_run_id: str) -> list[Any]:
+    client = mlflow_client(store)
+    exp = client.get_experiment_by_name("eabench")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+# ------------------------------------------------------------------------------------ trainers
+def slow_real_trainer(cfg: Any, **kw: Any) -> Any:
+    """The real engine with a pause after each epoch, so two workers surely overlap in time."""
+    from harness.engine import run_training
+
+    on_epoch = kw.pop("on_epoch", None)
+
+    def slowed(epoch: int, metrics: dict) -> None:
+        time.sleep(float(os.environ.get("EABENCH_TEST_EPOCH_PAUSE", "1.5")))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
+    return run_training(cfg, on_epoch=slowed, **kw)
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    variant: str
+    seed: int
+    tracking_root: str
+    tracking_uri: str | None
+
+
+def fake_config(ctx: Any, variant: str, seed: int, overrides: dict) -> FakeConfig:
+    return FakeConfig(variant, int(seed), ctx.runs_root, ctx.tracking_uri)
+
+
+def fake_trainer(cfg: FakeConfig, *, on_epoch=None, parent_run_id=None, run_name=None, tags=None,
+                 tracking_uri=None) -> Any:
+    """Records a real MLflow child run; the call numbered $EABENCH_TEST_HANG_CALL (1-based) hangs.
+
+    Used by the kill -9 test: the worker is killed while it hangs, which is a real mid-trial
+    kill without needing a training run long enough to aim at. Every call appends
+    ``variant seed pid`` to $EABENCH_TEST_CALLS, so the test sees which cells were trained when.
+    """
+    from harness.tracking import RunTracker, configure
+
+    target = configure(cfg.tracking_root, tracking_uri or cfg.tracking_uri)
+    tracker = RunTracker.start(target, run_name=run_name, tags={**(tags or {}), "variant": cfg.variant,
+                                                                "eabench.kind": "train"},
+                               parent_run_id=parent_run_id)
+    calls = Path(os.environ["EABENCH_TEST_CALLS"])
+    with calls.open("a", encoding="utf-8") as fh:
+        fh.write(f"{cfg.variant} {cfg.seed} {os.getpid()}\n")
+    hang = str(len(calls.read_text().splitlines())) == os.environ.get("EABENCH_TEST_HANG_CALL")
+    r1 = float(10 + 10 * (sum(map(ord, cfg.variant)) % 7) + cfg.seed % 3)
+    try:
+        for epoch in range(2):
+            if hang and epoch == 1:  # after epoch 0 was reported: a trial caught mid-training
+                time.sleep(600)
+            metrics = {"t2v/R1": r1 * (epoch + 1) / 2, "v2t/R1": r1 / 2}
+            tracker.log_metrics(metrics, step=epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")
+    return SimpleNamespace(run_id=tracker.run_id, variant=cfg.variant, dataset="synthetic", protocol="frozen",
+                           best_epoch=1, t2v={"R1": r1}, v2t={"R1": r1 / 2}, history=[])
