@@ -59,11 +59,15 @@ PRESETS: dict[str, DatasetPreset] = {
     ),
     # The embedded benchmark: a tiny CLIP trained on CPU in minutes. CLIP here starts from a
     # short contrastive pre-training on the synthetic frames, so its learning rate is not the
-    # 1e-7 that suits a converged ViT-B/32.
+    # 1e-7 that suits a converged ViT-B/32. The heads train at 1e-2 over every caption of a
+    # video (5 per video): at 1e-3 with one caption per video (about 45 steps in all) the
+    # gates and weights barely left their initial values (measured: relevant-frame weight
+    # share 0.50-0.51 against 0.50 uniform); at 1e-2 meanP_A4 reaches T2V R@1 34 against 18
+    # for meanP in the frozen protocol.
     "synthetic": DatasetPreset(
         name="synthetic", reader="msrvtt", train_split="train9k", test_split="test1kA",
         max_frames=12, max_words=32, batch_size=64, batch_size_val=64, epochs=5,
-        lr=1e-3, coef_lr=0.1, backbone="eabench-tiny", expand_sentences=False,
+        lr=1e-2, coef_lr=0.01, backbone="eabench-tiny", expand_sentences=True,
     ),
 }
 
