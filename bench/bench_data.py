@@ -241,7 +241,7 @@ def write_section(doc: Path, section: str) -> None:
     """Replace (or append) the '## Data' section, leaving other engineers' sections alone."""
     text = doc.read_text() if doc.exists() else "# Performance\n"
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.strip() == "## Data"), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Data"), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:

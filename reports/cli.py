@@ -156,7 +156,8 @@ def _tables(args: argparse.Namespace) -> int:
     return 0
 
 
-def _weights(args: argparse.Namespace) -> int:
+def _build(args: argparse.Namespace, *, page: bool) -> int:
+    """`report weights` (figures only) and `report all` (tables, figures and index.html)."""
     from reports.build import build_report
 
     _target(args)
@@ -168,37 +169,23 @@ def _weights(args: argparse.Namespace) -> int:
         out=_out_dir(args),
         experiment=args.experiment,
         videos=args.videos,
-        formats=(),
-        page=False,
+        formats=_formats(args.format) if page else (),
+        page=page,
         log_artifacts=not args.no_log,
         tracking_uri=uri,
+        command="eabench " + " ".join(sys.argv[1:]) if page and sys.argv[1:2] == ["report"] else "",
     )
-    _report_summary(res, tables=False)
+    _report_summary(res, tables=page)
     _emit(args, res.to_dict())
     return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    return _build(args, page=False)
 
 
 def _all(args: argparse.Namespace) -> int:
-    from reports.build import build_report
-
-    _target(args)
-    client, uri = _client(args)
-    res = build_report(
-        client,
-        studies=args.study or None,
-        run_ids=args.run or None,
-        out=_out_dir(args),
-        experiment=args.experiment,
-        videos=args.videos,
-        formats=_formats(args.format),
-        page=True,
-        log_artifacts=not args.no_log,
-        tracking_uri=uri,
-        command="eabench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else "",
-    )
-    _report_summary(res, tables=True)
-    _emit(args, res.to_dict())
-    return 0
+    return _build(args, page=True)
 
 
 def _report_summary(res: Any, tables: bool) -> None:

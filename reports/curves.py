@@ -61,7 +61,7 @@ def plot_ratio_curve(points: pd.DataFrame, metric_name: str = "T2V R@1") -> tupl
         raise ValueError("no ratio ablation: no variant family was run at three or more ratios")
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.add_subplot(1, 1, 1)
-    for fam, g in points.groupby("family", sort=False):
+    for _, g in points.groupby("family", sort=False):
         ax.errorbar(g["r"], g["mean"], yerr=g["std"], marker="o", capsize=3, label=g["label"].iloc[0])
     ax.set_xscale("log")
     ticks = sorted(set(points["r"]))

@@ -109,7 +109,9 @@ class Coverage:
         return all(c in self.complete or c in self.gave_up for c in self.cells)
 
     def to_dict(self) -> dict[str, Any]:
-        name = lambda c: f"{c[0]}@{c[1]}"
+        def name(c: tuple[Any, ...]) -> str:
+            return f"{c[0]}@{c[1]}"
+
         return {
             "cells": len(self.cells),
             "complete": len(self.complete),

@@ -124,7 +124,9 @@ def test_sweeper_fails_dead_trials_and_requeues_each_cell_once(tmp_path: Path) -
     live.set_user_attr("worker_host", HOST)
     live.set_user_attr("worker_pid", os.getpid())
 
-    key = lambda p: (p.get("variant"), p.get("seed"))
+    def key(p):  # type: ignore[no-untyped-def]
+        return (p.get("variant"), p.get("seed"))
+
     swept = sweep_stale_trials(study, cell_key=key)
     assert sorted(s.number for s in swept) == [0, 1, 2]
     trials = study.get_trials()

@@ -195,7 +195,7 @@ def _msrvtt(root: Path, split: str, index: VideoIndex) -> SplitRead:
         vid = _field(s, "video_id", str, jpath, where)
         captions.setdefault(vid, []).append(_field(s, "caption", str, jpath, where).strip())
     meta: dict[str, dict[str, Any]] = {}
-    for j, v in enumerate(data.get("videos", []) or []):
+    for v in data.get("videos", []) or []:
         if isinstance(v, dict) and isinstance(v.get("video_id"), str):
             meta[v["video_id"]] = {k: v[k] for k in ("url", "category") if k in v}
     seen = set()
