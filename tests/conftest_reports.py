@@ -4,6 +4,7 @@ report tests never depend on the engine."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ def _empty_db(dest: Path) -> None:
         from mlflow.tracking import MlflowClient
 
         tdir = Path(tempfile.mkdtemp(prefix="eabench-mlflow-template-"))
+        atexit.register(shutil.rmtree, tdir, True)  # a test run leaves nothing in /tmp
         MlflowClient(tracking_uri=f"sqlite:///{tdir}/mlflow.db").search_experiments()
         _TEMPLATE["db"] = tdir / "mlflow.db"
     shutil.copy(_TEMPLATE["db"], dest)
