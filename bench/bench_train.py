@@ -34,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.engine import RetrievalModel, train_step
+from harness.engine import RetrievalModel, compile_parts, train_step
 from harness.metrics import t2v_v2t
 from harness.numerics import autocast, convert_weights_fp16, default_optimizer
 from harness.optim import build_optimizer, param_groups
@@ -68,9 +68,8 @@ def _model(clip: Any, variant: str, frames: int, numerics: str, protocol: str,
         backbone = copy.deepcopy(clip).train()
         if numerics == "reference":
             convert_weights_fp16(backbone.model)
-        if compile_:
-            backbone.encode_frames = torch.compile(backbone.encode_frames)
-            backbone.encode_text = torch.compile(backbone.encode_text)
+    if compile_:
+        compile_parts(backbone, head)
     model = RetrievalModel(head, backbone, numerics).to(device)
     groups = param_groups(model.named_parameters(), lr=1e-4, coef_lr=1e-3, weight_decay=0.2,
                           is_clip=lambda n: protocol == "paper" and (n.startswith("clip.")

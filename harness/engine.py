@@ -421,10 +421,24 @@ def _build_model(plan: _Plan, backbone: Any) -> RetrievalModel:
             convert_weights_fp16(clip.model)
         if plan.cfg.grad_checkpointing:
             clip.model.set_grad_checkpointing(True)
-        if plan.cfg.compile:
-            clip.encode_frames = torch.compile(clip.encode_frames)  # type: ignore[method-assign]
-            clip.encode_text = torch.compile(clip.encode_text)  # type: ignore[method-assign]
+    if plan.cfg.compile:
+        compile_parts(clip, head)
     return RetrievalModel(head, clip, plan.numerics).to(plan.device)
+
+
+def compile_parts(clip: Any | None, head: nn.Module) -> None:
+    """``torch.compile`` the CLIP encoders and the head's temporal transformer/LSTM/cross encoder.
+
+    In place, so parameter names (and checkpoints) stay those of the eager model. The gathering,
+    masking and pooling glue between them stays eager: it is cheap and its shapes vary.
+    """
+    if clip is not None:
+        clip.encode_frames = torch.compile(clip.encode_frames)  # type: ignore[method-assign]
+        clip.encode_text = torch.compile(clip.encode_text)  # type: ignore[method-assign]
+    for name in ("seq", "cross"):
+        part = getattr(head, name, None)
+        if isinstance(part, nn.Module):
+            part.compile()
 
 
 def _is_clip_param(protocol: str) -> Callable[[str], bool]:
