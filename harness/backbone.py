@@ -316,13 +316,18 @@ class ClipBackbone(nn.Module):
 
 class _DropRandomInitNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
+        if record.getMessage().startswith("No pretrained weights loaded"):
+            return False
+        # open_clip narrates every model build at INFO on the root logger; that is noise in a
+        # study that builds the model once per trial.
+        return not (record.levelno <= logging.INFO and "open_clip" in record.pathname)
 
 
 @contextmanager
 def _quiet_open_clip() -> Iterator[None]:
     """open_clip warns "No pretrained weights loaded" on the root logger whenever pretrained=None;
-    we load the weights ourselves right after, so the notice is misleading."""
+    we load the weights ourselves right after, so the notice is misleading. Its INFO narration of
+    the build is dropped too."""
     flt = _DropRandomInitNotice()
     root = logging.getLogger()
     root.addFilter(flt)
