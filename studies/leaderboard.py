@@ -131,16 +131,16 @@ def render_table(rows: Sequence[LeaderboardRow], *, title: str = "", top: int | 
     """A Rich table of the rows (``top`` keeps the first n after sorting)."""
     table = Table(title=title or None, show_lines=False, header_style="bold")
     table.add_column("#", justify="right")
-    table.add_column("variant")
+    table.add_column("variant", no_wrap=True, min_width=16)  # the one column a reader must see whole
     table.add_column("seed", justify="right")
-    table.add_column("state")
+    table.add_column("state", no_wrap=True, min_width=8)
     table.add_column("T2V R@1", justify="right")
     table.add_column("V2T R@1", justify="right")
     table.add_column("epoch", justify="right")
     table.add_column("duration", justify="right")
     if show_params:
         table.add_column("params")
-    table.add_column("note")
+    table.add_column("note", overflow="fold")
     shown = list(rows)[:top] if top else list(rows)
     for r in shown:
         style = _STATE_STYLE.get(r.state, "")
