@@ -92,6 +92,13 @@ class ReportOutput:
 
 
 # ------------------------------------------------------------------ tables
+
+def _figure_out(fig: Any, panels: Any, fig_dir: Path, name: str, formats: tuple[str, ...],
+                caption: str) -> FigureOut:
+    """Save ``fig`` in every format under ``fig_dir`` and describe it for the page."""
+    return FigureOut(name, save_figure(fig, fig_dir, name, formats), panels, caption=caption)
+
+
 def write_tables(
     runs: list[RunRecord],
     out: Path,
@@ -190,39 +197,21 @@ def write_weight_figures(
                 note = f"thumbnails unavailable for {vid}: {exc}"
         fig, panels = plot_video([x[1] for x in shown], index, vid, thumbs, note)
         name = f"{prefix}video_{slug(vid)}"
-        figs.append(
-            FigureOut(
-                name,
-                save_figure(fig, fig_dir, name, fig_formats),
-                panels,
-                caption=f"Frame weights for test video {vid}",
-            )
-        )
+        figs.append(_figure_out(fig, panels, fig_dir, name, fig_formats,
+                                f"Frame weights for test video {vid}"))
 
     # Across the test set.
     # One panel per variant: its aggregation weights, or its gates when it only excites.
     items = [(v, "weights" if v.fw.weights is not None else "gates") for _, v in loaded]
     fig, panels = plot_heatmap_grid(items)
     name = f"{prefix}heatmap"
-    figs.append(
-        FigureOut(
-            name,
-            save_figure(fig, fig_dir, name, fig_formats),
-            panels,
-            caption="Aggregation weights (excitation gates for excitation-only variants) over the test set",
-        )
-    )
+    figs.append(_figure_out(fig, panels, fig_dir, name, fig_formats,
+                            "Aggregation weights (excitation gates for excitation-only variants) over the test set"))
     if any(v.fw.weights is not None for _, v in loaded):
         fig, panels = plot_entropy([v for _, v in loaded])
         name = f"{prefix}entropy"
-        figs.append(
-            FigureOut(
-                name,
-                save_figure(fig, fig_dir, name, fig_formats),
-                panels,
-                caption="Entropy of the aggregation weights relative to uniform",
-            )
-        )
+        figs.append(_figure_out(fig, panels, fig_dir, name, fig_formats,
+                                "Entropy of the aggregation weights relative to uniform"))
 
     # Synthetic: share of weight on the true relevant frames.
     rows = []
@@ -252,14 +241,8 @@ def write_weight_figures(
             [(x["label"], x["share"], x["uniform_share"], x["source"]) for x in rows]
         )
         name = f"{prefix}relevant_share"
-        figs.append(
-            FigureOut(
-                name,
-                save_figure(fig, fig_dir, name, fig_formats),
-                panels,
-                caption="Share of weight on the true relevant frames vs uniform",
-            )
-        )
+        figs.append(_figure_out(fig, panels, fig_dir, name, fig_formats,
+                                "Share of weight on the true relevant frames vs uniform"))
         shares.to_csv(out / f"{prefix}relevant_share.csv", index=False)
     elif any(find_truth(r) is not None for r, _ in loaded):
         msgs.append("synthetic truth found but no logged video matched it: relevant-frame share not computed")
@@ -284,14 +267,7 @@ def write_curve_figures(
     if not pts.empty:
         fig, panels = plot_ratio_curve(pts)
         name = f"{prefix}ratio_curve"
-        figs.append(
-            FigureOut(
-                name,
-                save_figure(fig, fig_dir, name, fig_formats),
-                panels,
-                caption="T2V R@1 against the reduction ratio r",
-            )
-        )
+        figs.append(_figure_out(fig, panels, fig_dir, name, fig_formats, "T2V R@1 against the reduction ratio r"))
         pts.to_csv(out / f"{prefix}ratio_curve.csv", index=False)
     hist = {}
     for r in sorted(runs, key=lambda r: (r.variant, r.seed)):
@@ -301,14 +277,7 @@ def write_curve_figures(
     if hist:
         fig, panels = plot_training_curves(hist)
         name = f"{prefix}training_curves"
-        figs.append(
-            FigureOut(
-                name,
-                save_figure(fig, fig_dir, name, fig_formats),
-                panels,
-                caption="Training loss and test T2V R@1 per epoch",
-            )
-        )
+        figs.append(_figure_out(fig, panels, fig_dir, name, fig_formats, "Training loss and test T2V R@1 per epoch"))
     else:
         msgs.append("no per-epoch metrics logged: no training curves")
     return figs, msgs
