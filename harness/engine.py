@@ -689,6 +689,13 @@ def run_training(
     p = plan.preset
     _seed_all(p.seed)
 
+    if not plan.rows and info.is_main:
+        # Allowed on purpose (searches try other ratios), but a typo must not pass unnoticed.
+        from variants import list_variants
+
+        close = difflib.get_close_matches(cfg.variant, list_variants("*"), n=3, cutoff=0.5)
+        log(f"note: {cfg.variant} is a valid design but not a row of the paper's tables"
+            + (f" (closest rows: {', '.join(close)})" if close else ""))
     reporter = Reporter(enabled=info.is_main and cfg.progress)
     with reporter:
         records = _read_records(plan)
