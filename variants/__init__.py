@@ -15,7 +15,6 @@ from variants.heads import (
     symmetric_infonce,
 )
 from variants.registry import (
-    PaperRow,
     VariantEntry,
     get_variant,
     list_tables,
@@ -24,6 +23,7 @@ from variants.registry import (
     row_for,
     table_variants,
 )
+from variants.rows import PaperRow
 from variants.spec import VariantSpec, block_kind, format_ratio, parse_ratio, parse_variant_name
 from variants.temporal import TextTowerInit
 

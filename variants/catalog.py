@@ -1,4 +1,7 @@
-"""Every row of the paper's tables (PAPER.md §3.5) as registry entries, plus our masked family.
+"""Every row of the paper's tables (PAPER.md §3.5) as data, plus our masked family.
+
+``paper_rows()`` returns plain (spec, row) pairs in paper order; ``variants.registry`` files them
+on first use. This module registers nothing itself.
 
 Row labels follow the numbering of the authors' curated evaluation list; the paper's exact
 wording is unknown (PAPER §0). The four ``excitation_seq_aggregation`` rows are trained on
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from variants.registry import ALL_DATASETS, PaperRow, register_variant, set_table_order
+from variants.rows import ALL_DATASETS, PaperRow
 from variants.spec import VariantSpec, format_ratio
+
+__all__ = ["paper_rows"]
 
 SQ = Fraction(4)
 EX = Fraction(1, 4)
@@ -35,7 +40,9 @@ def _suffix(r: Fraction) -> str:
     return f"-{r.numerator if r > 1 else r.denominator}"
 
 
-def _catalog() -> list[tuple[VariantSpec, PaperRow]]:
+def paper_rows() -> list[tuple[VariantSpec, PaperRow]]:
+    """Every (spec, row) of every table, tables in order and rows in paper order; a spec
+    appears once per table it is a row of (its first row is its primary row)."""
     rows: list[tuple[VariantSpec, PaperRow]] = []
 
     def add(spec: VariantSpec, table: str, label: str, scope: tuple[str, ...] = ALL_DATASETS) -> None:
@@ -109,15 +116,3 @@ def _catalog() -> list[tuple[VariantSpec, PaperRow]]:
         add(masked, "masked", f"masked: {label}")
     return rows
 
-
-def register_catalog() -> None:
-    """Register every catalog variant once, with all its rows (primary first)."""
-    grouped: dict[VariantSpec, list[PaperRow]] = {}
-    order: dict[str, list[str]] = {}
-    for spec, row in _catalog():
-        grouped.setdefault(spec, []).append(row)
-        order.setdefault(row.table, []).append(spec.name)
-    for spec, rows in grouped.items():
-        register_variant(spec, rows)
-    for table, names in order.items():
-        set_table_order(table, names)

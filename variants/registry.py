@@ -1,7 +1,7 @@
 """timm-style variant registry: one name per reproducible head, with the paper rows it fills.
 
-The catalog of paper rows (``variants.catalog``) is registered lazily on first use, so importing
-the package has no side effects.
+The paper catalog is data (``variants.catalog.paper_rows``); the registry files it on first use,
+so importing the package has no side effects.
 """
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from variants.catalog import paper_rows
+from variants.rows import ALL_DATASETS, PaperRow
 from variants.spec import VariantSpec, parse_variant_name
 
-ALL_DATASETS: tuple[str, ...] = ("msrvtt", "didemo", "activitynet")
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    """A row of a paper table: table name, the row label, and the datasets it was run on."""
-
-    table: str
-    label: str
-    dataset_scope: tuple[str, ...] = ALL_DATASETS
+__all__ = [
+    "ALL_DATASETS",
+    "PaperRow",
+    "VariantEntry",
+    "get_variant",
+    "list_tables",
+    "list_variants",
+    "register_variant",
+    "row_for",
+    "table_variants",
+]
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,34 @@ _TABLE_ORDER: dict[str, list[str]] = {}  # table -> names in row order
 _catalog_state = {"loaded": False}
 
 
+def _file(entry: VariantEntry) -> VariantEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"variant {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+    for table in entry.tables:
+        _TABLE_ORDER.setdefault(table, []).append(entry.name)
+    return entry
+
+
 def _ensure_catalog() -> None:
+    """File every catalog variant once, with all its rows (primary first), before anything else.
+
+    A variant is filed when its first row comes up, but its rows in other tables may come later
+    (meanP_E4_A4 is row (5) of ``meanP`` and the third row of ``ratio-meanP-EA``), so each table's
+    row order is taken from the catalog afterwards.
+    """
     if _catalog_state["loaded"]:
         return
-    _catalog_state["loaded"] = True  # set first: the catalog itself calls register_variant
-    from variants import catalog
-
-    catalog.register_catalog()
+    grouped: dict[VariantSpec, list[PaperRow]] = {}
+    order: dict[str, list[str]] = {}
+    for spec, row in paper_rows():
+        grouped.setdefault(spec, []).append(row)
+        order.setdefault(row.table, []).append(spec.name)
+    _catalog_state["loaded"] = True
+    for spec, rows in grouped.items():
+        _file(VariantEntry(spec, tuple(rows)))
+    for table, names in order.items():
+        _TABLE_ORDER[table] = names
 
 
 def register_variant(spec: VariantSpec | str, rows: Iterable[PaperRow] = ()) -> VariantEntry:
@@ -67,22 +91,7 @@ def register_variant(spec: VariantSpec | str, rows: Iterable[PaperRow] = ()) -> 
     _ensure_catalog()
     if isinstance(spec, str):
         spec = parse_variant_name(spec)
-    if spec.name in _REGISTRY:
-        raise ValueError(f"variant {spec.name!r} is already registered")
-    entry = VariantEntry(spec, tuple(rows))
-    _REGISTRY[spec.name] = entry
-    for table in entry.tables:
-        _TABLE_ORDER.setdefault(table, []).append(spec.name)
-    return entry
-
-
-def set_table_order(table: str, names: Sequence[str]) -> None:
-    """Fix the row order of ``table`` (the catalog registers variants before all their rows are
-    known, e.g. meanP_E4_A4 is row (5) of ``meanP`` and the third row of ``ratio-meanP-EA``)."""
-    current = _TABLE_ORDER.get(table, [])
-    if sorted(current) != sorted(names):
-        raise ValueError(f"table {table!r}: order {list(names)} does not match its variants {current}")
-    _TABLE_ORDER[table] = list(names)
+    return _file(VariantEntry(spec, tuple(rows)))
 
 
 def get_variant(name: str) -> VariantEntry:

@@ -22,6 +22,9 @@ from variants.blocks import INIT_STD, init_linear_
 CONTEXT_LENGTH = 77  # size of CLIP's text positional embedding table (also CLIP4Clip's cross table)
 NUM_LAYERS = 4  # seqTransf / cross encoder depth (CLIP text layers 0..3)
 MASK_VALUE = -1e6  # CLIP4Clip's additive attention mask value
+# CLIP4Clip's own LayerNorm (until_module.py, TF style) in transformerClip, the cross encoder and
+# its pooler; CLIP's blocks keep PyTorch's 1e-5 (PAPER.md §4.3).
+LN_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,16 @@ class _Attention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """CLIP's pre-LN block: x + attn(ln_1(x)); x + mlp(ln_2(x)) with a QuickGELU 4x MLP."""
+    """CLIP's pre-LN block: x + attn(ln_1(x)); x + mlp(ln_2(x)) with a QuickGELU 4x MLP.
 
-    def __init__(self, width: int, heads: int) -> None:
+    LayerNorm eps 1e-12 as in CLIP4Clip's ``module_cross`` copy of the block.
+    """
+
+    def __init__(self, width: int, heads: int, eps: float = LN_EPS) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = _Attention(width, heads)
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
         self.mlp = nn.Sequential(
             OrderedDict(
                 [("c_fc", nn.Linear(width, width * 4)), ("gelu", QuickGELU()),
@@ -93,9 +99,9 @@ class ResidualAttentionBlock(nn.Module):
 class TransformerClip(nn.Module):
     """``transformerClip`` / the cross transformer: a stack of ResidualAttentionBlocks (batch-first)."""
 
-    def __init__(self, width: int, layers: int, heads: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, eps: float = LN_EPS) -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, eps) for _ in range(layers))
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         for block in self.resblocks:
@@ -186,7 +192,7 @@ class CrossEncoder(nn.Module):
         self.position_embeddings = _position_table(embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.transformer = TransformerClip(embed_dim, NUM_LAYERS, _heads(embed_dim, text_init))
-        self.ln_pool = nn.LayerNorm(embed_dim)
+        self.ln_pool = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self.dense = nn.Linear(embed_dim, embed_dim)
         self.act = QuickGELU()
         self.similarity_dense = nn.Linear(embed_dim, 1)
@@ -211,6 +217,7 @@ class CrossEncoder(nn.Module):
 __all__ = [
     "CONTEXT_LENGTH",
     "INIT_STD",
+    "LN_EPS",
     "CrossEncoder",
     "QuickGELU",
     "ResidualAttentionBlock",
