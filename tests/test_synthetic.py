@@ -1,4 +1,4 @@
-"""harness.data.synthetic + harness.synthetic_clip: the embedded benchmark.
+"""harness.synthetic: the embedded benchmark (rendering, the dataset, the tiny CLIP pre-training).
 
 Files are parsed with the stdlib (json, csv) and PyAV here, not with the project's readers.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data.synthetic import COLORS, SyntheticConfig, generate_synthetic
+from harness.synthetic import COLORS, SyntheticConfig, generate_synthetic
 from harness.errors import ConfigError
 
 SMALL: dict = {"num_train": 12, "num_test": 6, "pretrain_clip": False}
@@ -176,7 +176,7 @@ def test_short_pretrain_writes_a_loadable_deterministic_clip(tmp_path: Path,
     monkeypatch.setenv("EABENCH_CACHE_DIR", str(tmp_path / "cache"))  # sha256 cache off $HOME
 
     from harness.backbone import TINY_CLIP, load_clip
-    from harness.synthetic_clip import pretrain_tiny_clip
+    from harness.synthetic import pretrain_tiny_clip
 
     cfg = SyntheticConfig(num_train=24, num_test=8, pretrain_clip=True, pretrain_steps=4)
     root = generate_synthetic(tmp_path / "a", cfg, progress=False)
@@ -196,7 +196,7 @@ def test_short_pretrain_writes_a_loadable_deterministic_clip(tmp_path: Path,
 
 
 def test_relevant_frames_follow_clip4clip_sampling() -> None:
-    from harness.data.synthetic import relevant_frames
+    from harness.synthetic import relevant_frames
 
     secs = [False, False, False, True, True, True, True, True, True, False, False, False]
     assert relevant_frames(secs, 12) == secs
@@ -206,7 +206,7 @@ def test_relevant_frames_follow_clip4clip_sampling() -> None:
 
 
 def test_load_truth_errors_name_the_file(tmp_path: Path) -> None:
-    from harness.data.synthetic import load_truth
+    from harness.synthetic import load_truth
     from harness.errors import DataError
 
     (tmp_path / "synthetic_truth.json").write_text('{"videos": {}}')

@@ -3,7 +3,7 @@
 The paper fine-tunes a CLIP that already aligns images and words (OpenAI's ViT-B/32). The
 synthetic benchmark mirrors that: before any video training, ``eabench-tiny`` learns to match
 single relevant frames of the *train* split with their object phrases ("a red circle"), the same
-symmetric InfoNCE as CLIP. Frames are rendered with the generator's drawing code (no decoding) and
+symmetric InfoNCE as CLIP. Frames are rendered with the benchmark's drawing code (no decoding) and
 preprocessed like the frame loader (bicubic resize of the short side, centre crop, CLIP mean/std).
 Every batch holds each object type of the train split once, so a batch has no false negatives.
 
@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.backbone import TINY_CLIP, ClipBackbone, load_clip, save_clip
-from harness.data.synthetic import TRUTH_FILE, load_truth, object_phrase, render_object_frame
 from harness.errors import DataError
+from harness.synthetic.render import object_phrase, render_object_frame
+from harness.synthetic.truth import TRUTH_FILE, load_truth
 from harness.text import tokenize
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "checkpoint_path", "preprocess_frames", "pretrain_tiny_clip"]
