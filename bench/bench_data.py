@@ -83,7 +83,8 @@ def bench_build(records, settings, cache_root: Path, workers: int, seconds: int)
 def fabricate_cache(cache_root: Path, settings: FrameSettings, n: int) -> FrameCache:
     """A cache of ``n`` videos of random frames in the real on-disk format (no decoder needed:
     lets the read path be timed on a machine without PyAV)."""
-    from harness.data.frame_cache import FAILED, INDEX, META, _file_for, cache_dir
+    from harness.data.frame_cache_layout import FAILED, INDEX, META, cache_dir
+    from harness.data.frame_cache_layout import frame_file as _file_for
 
     out = cache_dir(cache_root, "msrvtt", settings)
     (out / "frames").mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest_data import activitynet, didemo, msrvtt  # noqa: F401
 
-import harness.data.frame_cache as fc
+import harness.data.frame_cache_build as fc
 from harness.data import read_dataset
 from harness.data.frame_cache import FrameCache, default_cache_root
 from harness.data.frames import CLIP_MEAN, CLIP_STD, FrameSettings, decode_video
@@ -107,15 +107,16 @@ def test_resume_after_interruption(activitynet, tmp_path, monkeypatch):  # noqa:
 
 
 def test_settings_change_makes_new_cache_and_window_change_redecodes(msrvtt, tmp_path):  # noqa: F811
-    recs = read_dataset("msrvtt", msrvtt[0], "test1kA")
+    recs = read_dataset("msrvtt", msrvtt[0], "test1kA")       # video5, video6 and a missing one
     FrameCache.build(recs, ST, tmp_path, progress=False)
     other = FrameSettings(max_frames=5, image_size=32)
-    assert FrameCache.build(recs, other, tmp_path, progress=False).done == 1
+    assert FrameCache.build(recs, other, tmp_path, progress=False).done == 2
     assert len(list((tmp_path / "msrvtt").iterdir())) == 2
     from dataclasses import replace
 
     moved = [replace(r, start=1.0, end=4.0) for r in recs]
-    assert FrameCache.build(moved, ST, tmp_path, progress=False).done == 1
+    rep = FrameCache.build(moved, ST, tmp_path, progress=False)
+    assert rep.done == 2 and rep.rebuilt == {"video5": "window changed", "video6": "window changed"}
     _frames, _mask, times = FrameCache.open(tmp_path, ST, "msrvtt").get("video6")
     assert times[0] == pytest.approx(1.0, abs=1e-3)
 

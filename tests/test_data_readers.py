@@ -16,11 +16,12 @@ from harness.errors import DataError
 # ------------------------------------------------------------------ MSR-VTT
 def test_msrvtt_counts_captions_and_files(msrvtt):  # noqa: F811
     root, man = msrvtt
-    # 8 videos: the last 2 are the test split, the other 6 train; train.7k = 6*7//9 = 4
+    # 8 videos: the last max(3, 8 // 4) = 3 are the test split, the other 5 train;
+    # train.7k = 5*7//9 = 3
     train = read_dataset("msrvtt", root, "train9k", require_videos=False)
-    assert [r.video_id for r in train] == [f"video{i}" for i in range(6)]
+    assert [r.video_id for r in train] == [f"video{i}" for i in range(5)]
     assert [r.video_id for r in read_dataset("msrvtt", root, "train7k")] == \
-        [f"video{i}" for i in range(4)]
+        [f"video{i}" for i in range(3)]
     for r in train:
         assert r.texts == tuple(man["captions"][r.video_id])  # all 4 captions, JSON order
         assert r.start is None and r.end is None             # clips are pre-cut
@@ -29,20 +30,20 @@ def test_msrvtt_counts_captions_and_files(msrvtt):  # noqa: F811
     assert by_id["video0"].path.name == "video0.mp4"
     assert by_id["video0"].path.parent.name == "all"         # Frozen-in-Time videos/all/
     test = read_dataset("msrvtt", root, "test1kA")
-    assert [r.video_id for r in test] == ["video6", "video7"]
-    assert test[0].texts == (man["captions"]["video6"][0],)  # the one JSFusion sentence
-    assert test[1].path is None                              # listed but missing
+    assert [r.video_id for r in test] == ["video5", "video6", "video7"]
+    assert test[0].texts == (man["captions"]["video5"][0],)  # the one JSFusion sentence
+    assert test[2].path is None                              # listed but missing
 
 
 def test_msrvtt_expand_and_training_pairs(msrvtt):  # noqa: F811
     root, _ = msrvtt
     recs = read_dataset("msrvtt", root, "train9k")
-    assert len(read_dataset("msrvtt", root, "train9k", expand_sentences=True)) == 6 * 4
+    assert len(read_dataset("msrvtt", root, "train9k", expand_sentences=True)) == 5 * 4
     pairs = training_pairs(recs, expand=True)
-    assert len(pairs) == 24 and len(set(pairs)) == 24
+    assert len(pairs) == 20 and len(set(pairs)) == 20
     rng = random.Random(1)
     epochs = [training_pairs(recs, expand=False, rng=rng) for _ in range(5)]
-    assert all(len(e) == 6 for e in epochs)
+    assert all(len(e) == 5 for e in epochs)
     texts = {r.video_id: set(r.texts) for r in recs}
     assert all(t in texts[v] for e in epochs for v, t in e)
     assert len({tuple(e) for e in epochs}) > 1               # a new draw each epoch

@@ -5,8 +5,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from harness.data.frame_cache_build import check_workers
 from harness.data.lookup import VideoIndex, search_dirs
 from harness.data.readers import OFFICIAL_SIZES, SPLITS, read_split, reader_name
+from harness.data.records import MIN_READABLE_VIDEOS, too_few_readable
 from harness.errors import DataError
 
 __all__ = ["VERDICTS", "check_dataset", "probe_video"]
@@ -15,7 +17,8 @@ VERDICTS = {
     "ok": "every listed video is present and readable; split sizes match the official ones "
           "(where known)",
     "usable": "runs will work; missing or unreadable videos are skipped (see the counts)",
-    "unusable": "a required split could not be read or has no readable video",
+    "unusable": "a required split could not be read or has fewer readable videos than a run "
+                f"needs (train >= {MIN_READABLE_VIDEOS['train']}, test >= {MIN_READABLE_VIDEOS['test']})",
 }
 
 
@@ -38,6 +41,7 @@ def check_dataset(dataset: str, root: str | Path, videos: str | Path | None = No
                   probe: bool = True, workers: int = 4) -> dict[str, Any]:
     from harness.presets import get_preset
 
+    check_workers(workers)
     preset = get_preset(dataset)
     reader = reader_name(dataset)
     root = Path(root)
@@ -70,7 +74,7 @@ def check_dataset(dataset: str, root: str | Path, videos: str | Path | None = No
         paths = [r.path for r in recs if r.path is not None]
         bad: dict[str, str] = {}
         if probe and paths:
-            with ThreadPoolExecutor(max(1, workers)) as ex:
+            with ThreadPoolExecutor(workers) as ex:
                 for r, why in zip([r for r in recs if r.path is not None],
                                   ex.map(probe_video, paths)):
                     if why is not None:
@@ -89,6 +93,12 @@ def check_dataset(dataset: str, root: str | Path, videos: str | Path | None = No
             reasons.append(f"{split}: no readable video among {len(recs)} listed; searched "
                            f"(recursively): {index.describe()}; pass --videos DIR")
             continue
+        # the same minimums as training (harness.train.inputs.prepare_inputs)
+        role = {preset.train_split: "train", preset.test_split: "test"}.get(split)
+        short = too_few_readable(role, usable_n) if role else None
+        if short:
+            unusable = True
+            reasons.append(f"{split}: {short}")
         if missing:
             reasons.append(f"{split}: {len(missing)} listed video(s) missing, e.g. {missing[0]!r}")
         if bad:
@@ -104,27 +114,29 @@ def check_dataset(dataset: str, root: str | Path, videos: str | Path | None = No
 
 
 def render_check(result: dict[str, Any], console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{result['dataset']} in {result['root']}")
+    # names, paths and reasons come from data files: escaped, never read as Rich markup
+    table = Table(title=escape(f"{result['dataset']} in {result['root']}"))
     for col in ("split", "listed", "present", "missing", "unreadable", "captions", "official"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for split, e in result["splits"].items():
         if "error" in e:
-            table.add_row(split, "[red]error[/red]", "", "", "", "", str(e["official"] or "-"))
+            table.add_row(escape(split), "[red]error[/red]", "", "", "", "", str(e["official"] or "-"))
             continue
-        table.add_row(split, str(e["listed"]), str(e["present"]), str(e["missing"]),
+        table.add_row(escape(split), str(e["listed"]), str(e["present"]), str(e["missing"]),
                       str(e["unreadable"]), str(e["captions"]),
                       "-" if e["official"] is None else str(e["official"]))
     console.print(table)
-    console.print(f"videos searched under: {result.get('searched', '')}", highlight=False)
+    console.print(f"videos searched under: {escape(result.get('searched', ''))}", highlight=False)
     for split, e in result["splits"].items():
         for note in e.get("notes", []):
-            console.print(f"note ({split}): {note}", highlight=False)
+            console.print(f"note ({escape(split)}): {escape(note)}", highlight=False)
         if "error" in e:
-            console.print(f"[red]error ({split})[/red]: {e['error']}", highlight=False)
+            console.print(f"[red]error ({escape(split)})[/red]: {escape(e['error'])}", highlight=False)
     for r in result.get("reasons", []):
-        console.print(f"- {r}", highlight=False)
+        console.print(f"- {escape(r)}", highlight=False)
     colour = {"ok": "green", "usable": "yellow", "unusable": "red"}[result["verdict"]]
     console.print(f"verdict: [bold {colour}]{result['verdict'].upper()}[/bold {colour}] — "
                   f"{VERDICTS[result['verdict']]}", highlight=False)

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
     common(p)
     p.add_argument("--split", action="append", default=None,
                    help="split(s) to cache (repeatable; default: the preset's train and test)")
-    p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                   help="decode worker processes (>= 1)")
     p.add_argument("--cache-root", type=Path, default=None,
                    help="default: $EABENCH_CACHE, else <root>/.eabench-cache")
     p.add_argument("--max-frames", type=int, default=None, help="default: the preset's")
@@ -81,7 +82,9 @@ def _check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from harness.data.check import check_dataset, render_check
+    from harness.data.frame_cache_build import check_workers
 
+    check_workers(args.workers)
     result = check_dataset(args.dataset, args.root, args.videos, probe=not args.no_probe,
                            workers=args.workers)
     if args.json:
@@ -92,33 +95,28 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from harness.console import get_console
-    from harness.data.frame_cache import FrameCache, default_cache_root
-    from harness.data.frames import settings_for
-    from harness.data.readers import read_dataset
-    from harness.presets import get_preset
+    from rich.markup import escape
 
-    preset = get_preset(args.dataset)
+    from harness.console import get_console
+    from harness.data.dataset_cache import cache_dataset
+    from harness.data.frame_cache_build import check_workers
+    from harness.data.frames import settings_for
+
+    # every number is checked before anything is read or decoded (FrameSettings names the flag)
+    check_workers(args.workers)
     settings = settings_for(args.dataset, args.max_frames, args.fps, args.slice_framepos,
                             args.image_size)
-    splits = [s for arg in (args.split or [preset.train_split, preset.test_split])
-              for s in arg.split(",") if s]
-    cache_root = args.cache_root or default_cache_root(args.root)
-    records = []
-    for split in splits:
-        records.extend(read_dataset(args.dataset, args.root, split, args.videos))
+    splits = [s for arg in args.split for s in arg.split(",") if s] if args.split else None
     console = get_console()
-    console.print(f"frame cache {cache_root / args.dataset / settings.key()}: "
-                  f"{len({r.video_id for r in records})} videos of {', '.join(splits)}, "
-                  f"{args.workers} worker(s)", highlight=False)
     try:
-        report = FrameCache.build(records, settings, cache_root, args.workers,
-                                  dataset=args.dataset, progress=not args.no_progress)
+        built = cache_dataset(args.dataset, args.root, splits=splits, videos=args.videos,
+                              settings=settings, cache_root=args.cache_root, workers=args.workers,
+                              progress=not args.no_progress)
     except KeyboardInterrupt:
         console.print("interrupted: finished videos are kept; run the same command again to "
                       "resume", highlight=False)
         return 130
-    cache = FrameCache.open(cache_root, settings, args.dataset)
+    cache, report, splits = built.cache, built.report, list(built.splits)
     summary = report.to_dict()
     summary.update(dataset=args.dataset, key=settings.key(), cached_total=len(cache),
                    cache_bytes=cache.size_bytes(), splits=splits)
@@ -126,17 +124,22 @@ def _cache(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         fps = report.frames / report.seconds if report.seconds else 0.0
+        # paths, ids and reasons come from data files: never read them as Rich markup
         console.print(f"decoded {report.done} video(s) ({report.frames} frames, "
                       f"{report.seconds:.1f} s, {fps:.0f} frames/s), kept "
                       f"{report.skipped_existing} already cached, {report.missing} missing, "
                       f"{len(report.failed) - report.missing} unreadable; cache holds "
                       f"{len(cache)} videos, {cache.size_bytes() / 2**20:.1f} MiB at "
-                      f"{cache.path}", highlight=False)
+                      f"{escape(str(cache.path))}", highlight=False)
+        if report.rebuilt:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in report.rebuilt_reasons().items())
+            console.print(f"rebuilt {len(report.rebuilt)} stale cache entr"
+                          f"{'y' if len(report.rebuilt) == 1 else 'ies'} ({escape(kinds)})", highlight=False)
         for vid, why in list(report.failed.items())[:10]:
-            console.print(f"  failed {vid}: {why}", highlight=False)
+            console.print(f"  failed {escape(vid)}: {escape(why)}", highlight=False)
         if len(report.failed) > 10:
-            console.print(f"  ... {len(report.failed) - 10} more in {cache.path / 'failed.jsonl'}",
-                          highlight=False)
+            console.print(f"  ... {len(report.failed) - 10} more in "
+                          f"{escape(str(cache.path / 'failed.jsonl'))}", highlight=False)
     return 0
 
 
@@ -153,7 +156,7 @@ def _make_fixture(args: argparse.Namespace) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from harness.data.synthetic import SyntheticConfig, generate_synthetic
+    from harness.synthetic import SyntheticConfig, generate_synthetic
 
     fields: dict[str, Any] = {k: getattr(args, k) for k in (
         "num_train", "num_test", "frames", "distractor_fraction", "placement", "difficulty",

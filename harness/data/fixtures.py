@@ -6,10 +6,21 @@ readers and the cache must survive: a corrupt video, a listed but missing video,
 video, a video shorter than the preset's ``max_frames``, and the per-dataset naming traps
 (ActivityNet with and without ``v_`` and mixed containers; DiDeMo's odd extensions, a name ending
 in a bare dot and one ending in ``.null``). ``fixture_manifest.json`` lists which video is which.
+
+Splits: the test split has at least 3 listed videos (2 with ``videos=6`` for DiDeMo), one of them
+missing, so it keeps the 2 readable videos a run needs (``records.MIN_READABLE_VIDEOS``).
+
+Annotated moments (``manifest["moments"]``: per video, per sentence in paragraph order, a list
+of ``[start_s, end_s]``), chosen so a test can work out frame masks by hand:
+
+- ActivityNet: sentence ``j`` has ``timestamps[j] = [2j + 1, 2j + 3]`` seconds.
+- DiDeMo: sentence ``j`` has the votes ``[[a, a], [a, min(5, a + 1)], [a, a], [a, a]]`` with a
+  random chunk ``a`` in 0..5, so the majority span is chunk ``a`` = ``[5a, 5a + 5)`` s; the first
+  sentence of the ``long`` video instead has the tied votes ``[[0, 0], [0, 0], [2, 3], [2, 3]]``
+  (two moments: ``[0, 5)`` and ``[10, 20)`` s).
 """
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import string
@@ -145,7 +156,7 @@ def _plan(ids: list[str], rng: random.Random, normal_s: tuple[int, int], fps: in
 
 def _msrvtt(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     ids = [f"video{i}" for i in range(n)]
-    n_test = max(2, n // 4)
+    n_test = max(3, n // 4)
     train, test = ids[:-n_test], ids[-n_test:]
     corrupt, missing, webm = ids[2], ids[-1], ids[3]
     # normal clips 13-16 s at 5 fps: longer than the preset's 12 frames, so slicing matters
@@ -187,7 +198,7 @@ def _yt_id(rng: random.Random) -> str:
 
 def _activitynet(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     keys = [f"v_{_yt_id(rng)}" for _ in range(n)]
-    n_val = max(2, n // 3)
+    n_val = max(3, n // 3)
     train, val = keys[:-n_val], keys[-n_val:]
     corrupt, missing = keys[2], keys[-1]
     plan = _plan(keys, rng, (6, 12), 5)
@@ -209,9 +220,8 @@ def _activitynet(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     for key in keys:
         duration = round(plan[key][0] / float(plan[key][1]) + 0.2, 2)  # a non-integer duration
         sents = [_caption(rng).capitalize() + "." for _ in range(rng.randrange(2, 4))]
-        cuts = np.linspace(0, duration, len(sents) + 1)
         ann[key] = {"duration": duration,
-                    "timestamps": [[round(float(a), 2), round(float(b), 2)] for a, b in itertools.pairwise(cuts)],
+                    "timestamps": [[2.0 * j + 1, 2.0 * j + 3] for j in range(len(sents))],
                     "sentences": [s if j == 0 else " " + s for j, s in enumerate(sents)]}
         paragraphs[key] = " ".join(sents)
     (out / "train.json").write_text(json.dumps({k: ann[k] for k in train}))
@@ -221,6 +231,7 @@ def _activitynet(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     return {"splits": {"train": train, "val_1": val}, "corrupt": [corrupt], "missing": [missing],
             "fps29.97": keys[0], "short": keys[1], "files": files, "paragraphs": paragraphs,
             "durations": {k: ann[k]["duration"] for k in keys},
+            "moments": {k: [[[2 * j + 1, 2 * j + 3]] for j in range(len(ann[k]["sentences"]))] for k in keys},
             "frames": {k: plan[k][0] for k in keys}, "rates": {k: str(plan[k][1]) for k in keys}}
 
 
@@ -233,7 +244,7 @@ def _didemo_name(rng: random.Random, ext: str) -> str:
 def _didemo(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     exts = ["m4v", "mov", "", "null", "3gp", "mp4", "avi", "mp4"]
     names = [_didemo_name(rng, exts[i % len(exts)]) for i in range(n)]
-    n_test = max(2, n // 3)
+    n_test = max(3 if n >= 7 else 2, n // 3)  # 6 videos leave no room for a third test video
     # the '.null' name belongs to train (as in the official lists), the bare-dot name to test
     bare = next(s for s in names if s.endswith("."))
     null = next(s for s in names if s.endswith(".null"))
@@ -258,6 +269,8 @@ def _didemo(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     descs: dict[str, list[str]] = {v: [_caption(rng) + "." for _ in range(rng.randrange(2, 4))]
                                    for v in [*names, extra]}
 
+    moments: dict[str, list[list[list[float]]]] = {}
+
     def annotations(videos: list[str]) -> list[dict[str, Any]]:
         rows, k = [], 0
         # interleave videos, as the real files do; the paragraph follows this JSON order
@@ -265,9 +278,13 @@ def _didemo(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
             for v in videos:
                 if j < len(descs[v]):
                     a = rng.randrange(6)
+                    times = [[a, a], [a, min(5, a + 1)], [a, a], [a, a]]   # majority: chunk a
+                    spans = [[5.0 * a, 5.0 * a + 5]]
+                    if v == long_video and j == 0:                         # a tie: both spans
+                        times, spans = [[0, 0], [0, 0], [2, 3], [2, 3]], [[0.0, 5.0], [10.0, 20.0]]
+                    moments.setdefault(v, []).append(spans)
                     rows.append({"annotation_id": k, "description": descs[v][j], "video": v,
-                                 "times": [[a, a], [a, min(5, a + 1)], [a, a], [a, a]],
-                                 "num_segments": 6,
+                                 "times": times, "num_segments": 6,
                                  "dl_link": f"https://www.flickr.com/video_download.gne?id={k}"})
                     k += 1
         return rows
@@ -279,11 +296,12 @@ def _didemo(out: Path, n: int, rng: random.Random) -> dict[str, Any]:
     return {"splits": {"train": train, "test": test}, "corrupt": [corrupt], "missing": [missing],
             "fps29.97": names[0], "short": names[1], "long": long_video, "unlisted": extra,
             "paragraphs": {v: " ".join(descs[v]) for v in names},
+            "moments": {v: moments[v] for v in names},
             "frames": {v: plan[v][0] for v in names}, "rates": {v: str(plan[v][1]) for v in names}}
 
 
 def _synthetic(out: Path, videos: int, seed: int) -> dict[str, Any]:
-    from harness.data.synthetic import SyntheticConfig, generate_synthetic
+    from harness.synthetic import SyntheticConfig, generate_synthetic
 
     n_test = max(2, videos // 4) if videos else 8
     n_train = max(2, videos - n_test) if videos else 24

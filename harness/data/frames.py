@@ -20,6 +20,7 @@ padded frames are set to exactly zero *after* normalisation, as CLIP4Clip's zero
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,15 +59,17 @@ class FrameSettings:
     image_size: int = 224
 
     def __post_init__(self) -> None:
-        if self.max_frames < 1:
-            raise ConfigError(f"max_frames must be >= 1, got {self.max_frames}")
-        if not self.fps > 0:
-            raise ConfigError(f"feature_framerate (fps) must be > 0, got {self.fps}")
-        if self.slice_framepos not in (0, 1, 2):
-            raise ConfigError(f"slice_framepos must be 0 (head), 1 (tail) or 2 (uniform), got "
-                              f"{self.slice_framepos}")
-        if self.image_size < 1:
-            raise ConfigError(f"image_size must be >= 1, got {self.image_size}")
+        # messages name the field and the `eabench data cache` flag that sets it
+        if not _is_int(self.max_frames) or self.max_frames < 1:
+            raise ConfigError(f"max_frames (--max-frames) must be an integer >= 1, got {self.max_frames!r}")
+        if not isinstance(self.fps, int | float) or isinstance(self.fps, bool) \
+                or not math.isfinite(self.fps) or self.fps <= 0:
+            raise ConfigError(f"feature_framerate fps (--fps) must be a finite number > 0, got {self.fps!r}")
+        if self.slice_framepos not in (0, 1, 2) or isinstance(self.slice_framepos, bool):
+            raise ConfigError(f"slice_framepos (--slice-framepos) must be 0 (head), 1 (tail) or 2 "
+                              f"(uniform), got {self.slice_framepos!r}")
+        if not _is_int(self.image_size) or self.image_size < 1:
+            raise ConfigError(f"image_size (--image-size) must be an integer >= 1, got {self.image_size!r}")
 
     def key(self) -> str:
         return (f"T{self.max_frames}_fps{self.fps:g}_slice{self.slice_framepos}"
@@ -86,9 +89,15 @@ def settings_for(dataset: str, max_frames: int | None = None, fps: float | None 
     from harness.presets import get_preset
 
     p = get_preset(dataset)
-    return FrameSettings(max_frames=max_frames or p.max_frames, fps=fps or p.feature_framerate,
+    # `is None`, not `or`: an explicit 0 is an error for FrameSettings to report, not "the default"
+    return FrameSettings(max_frames=p.max_frames if max_frames is None else max_frames,
+                         fps=p.feature_framerate if fps is None else fps,
                          slice_framepos=p.slice_framepos if slice_framepos is None else slice_framepos,
-                         image_size=image_size or default_image_size(dataset))
+                         image_size=default_image_size(dataset) if image_size is None else image_size)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 class DecodedClip(NamedTuple):
@@ -145,39 +154,39 @@ def _iter_samples(path: Path, settings: FrameSettings, start: float | None,
         raise DataError(f"{path}: unreadable video ({type(exc).__name__}: {exc})") from None
 
 
-def _resize_crop(rgb: list[np.ndarray], size: int) -> np.ndarray:
-    """[n] HxWx3 uint8 -> [n, 3, S, S] uint8: bicubic short side to S (antialiased), centre crop."""
+def _resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> [3, S, S] uint8: bicubic short side to S (antialiased), centre crop."""
     import torch
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
     x = F.resize(x, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    return F.center_crop(x, [size, size]).numpy()
+    return np.ascontiguousarray(F.center_crop(x, [size, size]).numpy())
 
 
 def decode_video(path: str | Path, settings: FrameSettings, start: float | None = None,
                  end: float | None = None) -> DecodedClip:
     """Decode one clip into ``max_frames`` uint8 frames at ``image_size``, plus mask and times.
 
-    Sampled frames are resized in chunks as they arrive, so a long video (ActivityNet: minutes
-    at 1 fps) holds n small frames in memory, not n full-resolution ones.
+    Each sampled frame is resized and cropped as soon as it is decoded, so at most one
+    full-resolution frame is alive at a time (a 4096x4096 frame is 48 MiB); a long video
+    (ActivityNet: minutes at 1 fps) holds n small frames, not n full-size ones.
     """
     s, t_max = settings.image_size, settings.max_frames
-    done: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
+    small: list[np.ndarray] = []
     raw_times: list[float] = []
+    prev_rgb: np.ndarray | None = None  # a frame picked by two grid times is resized once
+    prev_small: np.ndarray | None = None
     for rgb, t in _iter_samples(Path(path), settings, start, end):
-        pending.append(rgb)
+        if rgb is not prev_rgb:
+            prev_rgb, prev_small = rgb, _resize_crop(rgb, s)
+        small.append(prev_small)
         raw_times.append(t)
-        if len(pending) == 32:
-            done.append(_resize_crop(pending, s))
-            pending = []
-    if pending:
-        done.append(_resize_crop(pending, s))
+    del prev_rgb
     if not raw_times:
         raise DataError(f"{path}: no frame inside the window [{start}, {end}] s")
-    sampled = np.concatenate(done)
+    sampled = np.stack(small)
     keep = slice_indices(len(sampled), t_max, settings.slice_framepos)
     frames = np.zeros((t_max, 3, s, s), dtype=np.uint8)
     frames[: len(keep)] = sampled[keep]

@@ -51,11 +51,20 @@ class VideoIndex:
         self.by_name: dict[str, list[Path]] = defaultdict(list)
         self.by_stem: dict[str, list[Path]] = defaultdict(list)
         seen: set[str] = set()
+        visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every real folder walked
         for d in self.dirs:
             if not d.is_dir():
                 continue
             for cur, subdirs, files in os.walk(d, followlinks=True):
-                subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
+                # Symlinks are followed (datasets are often linked in from another disk), so a
+                # link back up the tree would loop forever: walk each real folder once.
+                here = os.stat(cur)
+                if (here.st_dev, here.st_ino) in visited:
+                    subdirs[:] = []
+                    continue
+                visited.add((here.st_dev, here.st_ino))
+                subdirs[:] = sorted(s for s in subdirs if not s.startswith(".")
+                                    and _real_dir_key(os.path.join(cur, s)) not in visited)
                 for f in sorted(files):
                     p = Path(cur) / f
                     key = os.path.realpath(p)
@@ -97,6 +106,14 @@ class VideoIndex:
             if hits:
                 return min(hits, key=lambda p: (_EXT_ORDER.get(_suffix(p.name).lower(), 9), str(p)))
         return None
+
+
+def _real_dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # a dangling link: os.walk skips it anyway
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _suffix(name: str) -> str:

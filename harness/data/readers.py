@@ -3,11 +3,15 @@
 One function per dataset parses the annotation files of one split; ``read_dataset`` picks the
 reader from the dataset preset (``synthetic`` is written in the MSR-VTT layout) and resolves the
 video files through one ``VideoIndex``. Every malformed input raises ``DataError`` naming the file,
-the record and the field.
+the record and the field. Annotation files are read as UTF-8 (a byte-order mark is fine); any
+other encoding is an error naming the first bad byte. ActivityNet ``timestamps`` and DiDeMo
+``times`` become ``extra["moments"]`` (see :mod:`harness.data.moments`).
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import math
 from collections.abc import Callable
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.lookup import VideoIndex, safe_relative_name, search_dirs
+from harness.data.moments import Interval, didemo_moment
 from harness.data.records import VideoRecord
 from harness.errors import DataError
 
@@ -117,15 +122,24 @@ def _need(root: Path, fname: str) -> Path:
     return p
 
 
+def _read_text(path: Path) -> str:
+    """The whole file as text: UTF-8, with or without a byte-order mark (Excel writes one)."""
+    data = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = skip + exc.start  # an offset in the file, BOM included
+        raise DataError(f"{path}: not UTF-8 (byte 0x{data[at]:02x} at offset {at}); "
+                        "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
 def _load_json(path: Path) -> Any:
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                         f"{exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
 
 
 def _field(rec: Any, key: str, kind: type | tuple[type, ...], path: Path, where: str) -> Any:
@@ -141,21 +155,20 @@ def _field(rec: Any, key: str, kind: type | tuple[type, ...], path: Path, where:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        lacking = [c for c in columns if c not in header]
-        if lacking:
-            raise DataError(f"{path}: CSV header {header} lacks column(s) {lacking}; expected "
-                            f"header: {','.join(columns)}")
-        reader.fieldnames = header
-        rows = []
-        for i, row in enumerate(reader, start=2):  # line 1 is the header
-            for c in columns:
-                if not (row.get(c) or "").strip():
-                    raise DataError(f"{path}: line {i}: empty field {c!r}")
-            rows.append({k: (v or "").strip() for k, v in row.items() if k is not None})
-        return rows
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    lacking = [c for c in columns if c not in header]
+    if lacking:
+        raise DataError(f"{path}: CSV header {header} lacks column(s) {lacking}; expected "
+                        f"header: {','.join(columns)}")
+    reader.fieldnames = header
+    rows = []
+    for i, row in enumerate(reader, start=2):  # line 1 is the header
+        for c in columns:
+            if not (row.get(c) or "").strip():
+                raise DataError(f"{path}: line {i}: empty field {c!r}")
+        rows.append({k: (v or "").strip() for k, v in row.items() if k is not None})
+    return rows
 
 
 def _paragraph(parts: list[str]) -> str:
@@ -252,12 +265,47 @@ def _activitynet(root: Path, split: str, index: VideoIndex) -> SplitRead:
                                 f"got {s!r}")
         if not math.isfinite(duration) or duration <= 0:
             raise DataError(f"{path}: record {vid!r}: field 'duration' must be > 0, got {duration!r}")
+        moments = _anet_moments(rec, len(sentences), path, vid, notes)
         bare = vid.removeprefix("v_")
         file = index.by_any_ext((vid, bare))
         # Paragraph protocol: whole video, window [0, ceil(duration)] s.
+        extra = {"duration": float(duration), **_sentence_moments(sentences, moments)}
         records.append(VideoRecord(vid, file, (_paragraph(sentences),), 0.0,
-                                   float(math.ceil(duration)), {"duration": float(duration)}))
+                                   float(math.ceil(duration)), extra))
     return SplitRead(records, notes)
+
+
+def _anet_moments(rec: dict[str, Any], n: int, path: Path, vid: str,
+                  notes: list[str]) -> list[tuple[Interval, ...]]:
+    """``timestamps`` ([start, end] seconds per sentence) -> one interval per sentence."""
+    if "timestamps" not in rec:
+        return [()] * n
+    stamps = rec["timestamps"]
+    if not isinstance(stamps, list) or len(stamps) != n:
+        raise DataError(f"{path}: record {vid!r}: field 'timestamps' must be a list of {n} "
+                        f"[start, end] pairs (one per sentence), got {stamps!r}")
+    out: list[tuple[Interval, ...]] = []
+    for k, pair in enumerate(stamps):
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                        for x in pair)):
+            raise DataError(f"{path}: record {vid!r}: field 'timestamps'[{k}] must be [start, end] "
+                            f"in seconds, got {pair!r}")
+        start, end = float(pair[0]), float(pair[1])
+        if end <= start:
+            notes.append(f"{path.name}: record {vid!r}: 'timestamps'[{k}] = {pair!r} is empty or "
+                         "reversed; that sentence has no moment")
+            out.append(())
+        else:
+            out.append(((start, end),))
+    return out
+
+
+def _sentence_moments(sentences: list[str], moments: list[tuple[Interval, ...]]) -> dict[str, Any]:
+    """``extra["sentences"]``/``extra["moments"]`` aligned with the paragraph (empty ones dropped)."""
+    keep = [k for k, text in enumerate(sentences) if text.strip()]
+    return {"sentences": tuple(sentences[k].strip() for k in keep),
+            "moments": tuple(moments[k] for k in keep)}
 
 
 # ---------------------------------------------------------------- DiDeMo
@@ -268,17 +316,18 @@ def _didemo(root: Path, split: str, index: VideoIndex) -> SplitRead:
     if not isinstance(data, list):
         raise DataError(f"{jpath}: expected a JSON list of annotations, got {type(data).__name__}")
     texts: dict[str, list[str]] = {}
+    moments: dict[str, list[tuple[Interval, ...]]] = {}
     for j, ann in enumerate(data):
         where = f"record [{j}]" + (f" (annotation_id {ann['annotation_id']})"
                                    if isinstance(ann, dict) and "annotation_id" in ann else "")
         name = safe_relative_name(_field(ann, "video", str, jpath, where), jpath, where, "video")
         texts.setdefault(name, []).append(_field(ann, "description", str, jpath, where))
+        moments.setdefault(name, []).append(_didemo_votes(ann, jpath, where))
     listed: list[str] = []
-    with lpath.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            name = line.rstrip("\r\n").strip(" \t")  # keep a trailing '.', it is part of the name
-            if name:
-                listed.append(safe_relative_name(name, lpath, f"line {i}", "video file name"))
+    for i, line in enumerate(_read_text(lpath).split("\n"), 1):
+        name = line.rstrip("\r").strip(" \t")  # keep a trailing '.', it is part of the name
+        if name:
+            listed.append(safe_relative_name(name, lpath, f"line {i}", "video file name"))
     notes: list[str] = []
     no_caption = [n for n in listed if n not in texts]
     if no_caption:
@@ -290,8 +339,24 @@ def _didemo(root: Path, split: str, index: VideoIndex) -> SplitRead:
         if name in texts and name not in seen:
             seen.add(name)
             records.append(VideoRecord(name, index.by_exact_name(name), (_paragraph(texts[name]),),
-                                       *DIDEMO_WINDOW, {"descriptions": len(texts[name])}))
+                                       *DIDEMO_WINDOW, {"descriptions": len(texts[name]),
+                                                        **_sentence_moments(texts[name], moments[name])}))
     return SplitRead(records, notes)
+
+
+def _didemo_votes(ann: dict[str, Any], path: Path, where: str) -> tuple[Interval, ...]:
+    """``times`` (per annotator [start_chunk, end_chunk]) -> the majority span(s) in seconds."""
+    if "times" not in ann:
+        return ()
+    votes = ann["times"]
+    ok = isinstance(votes, list) and all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(c, int) and not isinstance(c, bool)
+                                                    for c in v) and 0 <= v[0] <= v[1]
+        for v in votes)
+    if not ok:
+        raise DataError(f"{path}: {where}: field 'times' must be a list of [start_chunk, end_chunk] "
+                        f"integer pairs with 0 <= start <= end (5-second chunks), got {votes!r}")
+    return didemo_moment(votes)
 
 
 _READERS: dict[str, Callable[[Path, str, VideoIndex], SplitRead]] = {

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VideoRecord", "present", "training_pairs"]
+__all__ = ["MIN_READABLE_VIDEOS", "VideoRecord", "present", "too_few_readable", "training_pairs"]
+
+# What a run needs (harness.train.inputs.prepare_inputs) and what `eabench data check` calls usable:
+# one readable train video to learn from, two readable test videos for a retrieval ranking.
+MIN_READABLE_VIDEOS: dict[str, int] = {"train": 1, "test": 2}
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,9 @@ class VideoRecord:
     ``path`` is None when the annotation lists the video but no file was found. ``texts`` are the
     captions (MSR-VTT train: all 20; MSR-VTT test: the one JSFusion sentence; ActivityNet and
     DiDeMo: one paragraph). ``start``/``end`` are the clip window in seconds (None = whole file).
+    ActivityNet and DiDeMo records also carry ``extra["sentences"]`` (the paragraph's sentences)
+    and ``extra["moments"]`` (per sentence, the annotated ``(start_s, end_s)`` intervals; see
+    :mod:`harness.data.moments`).
     """
 
     video_id: str
@@ -25,6 +32,15 @@ class VideoRecord:
     start: float | None = None
     end: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def too_few_readable(role: str, readable: int) -> str | None:
+    """Why ``readable`` videos are not enough for the ``role`` ("train"/"test") split, else None."""
+    need = MIN_READABLE_VIDEOS[role]
+    if readable >= need:
+        return None
+    why = "training needs" if role == "train" else "retrieval metrics need"
+    return f"{readable} readable {role} video(s); {why} at least {need}"
 
 
 def present(records: Iterable[VideoRecord]) -> list[VideoRecord]:

@@ -10,8 +10,9 @@ so a different checkpoint or sampling never reuses stale features. Layout::
 Files grow incrementally: only ids/texts not yet present are encoded. Features are computed in
 fp32 (no autocast) in eval mode. Padded frames are encoded through CLIP like real ones (as
 CLIP4Clip does with its zero-padded frames); the mask says which are real. A backbone without a
-weights hash (a random tiny CLIP) is never written to disk. Tables are also kept in memory per
-process, so an Optuna study calling ``run_training`` many times reads the files once.
+weights hash (a random tiny CLIP) is never written to disk. A caller that trains many times in one
+process (a study worker) passes a ``memory`` dict that it owns (``harness.train.resources``), so
+the files are read once per process; nothing is kept at module level.
 """
 from __future__ import annotations
 
@@ -25,20 +26,16 @@ from typing import Any
 
 import torch
 
-from harness.checkpoint import save_atomic
+from harness.files import save_atomic
 
 __all__ = [
     "FeatureTable",
-    "clear_memory_cache",
     "encode_texts",
     "encode_videos",
     "feature_dir",
     "feature_key",
     "load_features",
 ]
-
-_MEMORY: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-
 
 @dataclass
 class FeatureTable:
@@ -114,22 +111,37 @@ def encode_texts(backbone: Any, texts: Sequence[str], max_words: int, *, device:
 def _read(path: Path, empty: dict[str, Any]) -> dict[str, Any]:
     if path.is_file():
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: a planted file cannot run code; anything it refuses is recomputed
+            obj = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):  # damaged: recompute
             return empty
+        if isinstance(obj, dict) and set(empty) <= set(obj) and _consistent(obj):
+            return obj
     return empty
+
+
+def _consistent(table: dict[str, Any]) -> bool:
+    """One feature row per id/text (a truncated or foreign file is recomputed, not trusted)."""
+    names = table.get("ids", table.get("texts"))
+    tensors = [v for k, v in table.items() if k not in ("ids", "texts")]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return False
+    if not names:
+        return all(t is None or (torch.is_tensor(t) and t.shape[0] == 0) for t in tensors)
+    return all(torch.is_tensor(t) and t.shape[0] == len(names) for t in tensors)
 
 
 def load_features(backbone: Any, cache: Any, video_ids: Sequence[str], texts: Sequence[str], *,
                   max_words: int, store: Path | None, device: torch.device, batch_size: int = 64,
-                  reporter: Any = None) -> FeatureTable:
+                  reporter: Any = None, memory: dict[str, Any] | None = None) -> FeatureTable:
     """Features of exactly ``video_ids`` and ``texts`` (in that order), encoding what is missing.
 
     ``store`` is the key's folder (see :func:`feature_dir`); None keeps nothing on disk.
+    ``memory`` (owned by the caller) keeps the loaded tables between calls, keyed by ``store``.
     """
     skey = str(store) if store is not None else None
-    if skey is not None and skey in _MEMORY:
-        vids, txts = _MEMORY[skey]
+    if skey is not None and memory is not None and skey in memory:
+        vids, txts = memory[skey]
     elif store is not None:
         vids = _read(store / "videos.pt", {"ids": [], "frames": None, "mask": None})
         txts = _read(store / "texts.pt", {"texts": [], "feats": None})
@@ -159,7 +171,8 @@ def load_features(backbone: Any, cache: Any, video_ids: Sequence[str], texts: Se
             store.mkdir(parents=True, exist_ok=True)
             save_atomic(vids, store / "videos.pt")
             save_atomic(txts, store / "texts.pt")
-        _MEMORY[skey] = (vids, txts)  # type: ignore[index]
+        if memory is not None:
+            memory[str(store)] = (vids, txts)
 
     vpos = {v: i for i, v in enumerate(vids["ids"])}
     tpos = {t: i for i, t in enumerate(txts["texts"])}
@@ -175,7 +188,3 @@ def load_features(backbone: Any, cache: Any, video_ids: Sequence[str], texts: Se
 def write_meta(store: Path, meta: dict[str, Any]) -> None:
     store.mkdir(parents=True, exist_ok=True)
     (store / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-
-
-def clear_memory_cache() -> None:
-    _MEMORY.clear()
