@@ -34,10 +34,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.engine import RetrievalModel, compile_parts, train_step
 from harness.metrics import t2v_v2t
-from harness.numerics import autocast, convert_weights_fp16, default_optimizer
-from harness.optim import build_optimizer, param_groups
+from harness.numerics import autocast
+from harness.train import Numerics, Optimizer, Protocol, RetrievalModel, build_model, build_optimizer_for, train_step
 
 VARIANTS = ("meanP", "seqTransf", "tightTransf")
 
@@ -57,25 +56,12 @@ def _clip(small: bool, device: torch.device) -> Any:
 
 def _model(clip: Any, variant: str, frames: int, numerics: str, protocol: str,
            device: torch.device, compile_: bool = False) -> tuple[RetrievalModel, Any, Any]:
-    import copy
-
-    from variants import build_head
-
-    head = build_head(variant, num_frames=frames, embed_dim=clip.embed_dim,
-                      text_init=clip.text_init(4), logit_scale_init=clip.logit_scale_init)
-    backbone = None
-    if protocol == "paper":
-        backbone = copy.deepcopy(clip).train()
-        if numerics == "reference":
-            convert_weights_fp16(backbone.model)
-    if compile_:
-        compile_parts(backbone, head)
-    model = RetrievalModel(head, backbone, numerics).to(device)
-    groups = param_groups(model.named_parameters(), lr=1e-4, coef_lr=1e-3, weight_decay=0.2,
-                          is_clip=lambda n: protocol == "paper" and (n.startswith("clip.")
-                                                                      or n == "head.logit_scale"))
-    opt, sched = build_optimizer(default_optimizer(numerics), groups, t_total=1406 * 5, warmup=0.1,
-                                 fused=device.type == "cuda" and numerics == "fast")
+    model = build_model(variant, clip, protocol=protocol, numerics=numerics, num_frames=frames,
+                        device=device, compile=compile_)
+    kind = Optimizer.BERTADAM if Numerics(numerics) is Numerics.REFERENCE else Optimizer.ADAMW
+    opt, sched = build_optimizer_for(model, kind=kind, protocol=protocol, lr=1e-4, coef_lr=1e-3,
+                                     weight_decay=0.2, warmup=0.1, max_grad_norm=1.0, t_total=1406 * 5,
+                                     fused=device.type == "cuda" and numerics == Numerics.FAST)
     return model, opt, sched
 
 
@@ -101,7 +87,7 @@ def bench_paper_step(args: argparse.Namespace, device: torch.device) -> list[dic
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            model, opt, sched = _model(clip, variant, t, numerics, "paper", device, args.compile)
+            model, opt, sched = _model(clip, variant, t, numerics, Protocol.PAPER, device, args.compile)
             times = []
             try:
                 for i in range(args.warmup + args.steps):
@@ -142,7 +128,7 @@ def bench_frozen_epoch(args: argparse.Namespace, device: torch.device) -> list[d
     for variant in args.variants:
         if clip is None:  # heads need text_init shapes of width 512 only; build a ViT-B/32 once
             clip = _clip(False, device)
-        model, opt, sched = _model(clip, variant, t, "fast", "frozen", device)
+        model, opt, sched = _model(clip, variant, t, Numerics.FAST, Protocol.FROZEN, device)
         _sync(device)
         t0 = time.perf_counter()
         for i in range(steps):
@@ -151,7 +137,7 @@ def bench_frozen_epoch(args: argparse.Namespace, device: torch.device) -> list[d
             train_step(model, model, opt, sched, (frames[vid], mask[vid], text[idx]), 1.0)
         _sync(device)
         sec = time.perf_counter() - t0
-        row = {"bench": "frozen epoch", "variant": variant, "numerics": "fast",
+        row = {"bench": "frozen epoch", "variant": variant, "numerics": Numerics.FAST.value,
                "videos": n_videos, "pairs": n_videos * per_video, "batch": b,
                "steps_per_epoch": steps_total, "steps_timed": steps,
                "s_per_step": round(sec / steps, 5),
@@ -172,11 +158,11 @@ def bench_eval(args: argparse.Namespace, device: torch.device) -> list[dict[str,
     std = torch.tensor((0.26862954, 0.26130258, 0.27577711), device=device).view(3, 1, 1)
     rows = []
     for variant in args.variants:
-        model, _, _ = _model(clip, variant, t, "fast", "paper", device)
+        model, _, _ = _model(clip, variant, t, Numerics.FAST, Protocol.PAPER, device)
         model.eval()
         _sync(device)
         t0 = time.perf_counter()
-        with autocast("fast", device):
+        with autocast(Numerics.FAST, device):
             feats, vids = [], []
             mask = torch.ones(args.eval_batch, t, device=device)
             for i in range(0, n, args.eval_batch):
@@ -198,7 +184,7 @@ def bench_eval(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         metrics = t2v_v2t(sim.cpu())
         _sync(device)
         sec = time.perf_counter() - t0
-        row = {"bench": "eval", "variant": variant, "numerics": "fast", "videos": n,
+        row = {"bench": "eval", "variant": variant, "numerics": Numerics.FAST.value, "videos": n,
                "frames": t, "seconds": round(sec, 2), "videos_per_s": round(n / sec, 1),
                "t2v_R1": metrics["t2v"]["R1"]}
         rows.append(row)
@@ -254,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true", help="CPU-sized shape with the tiny CLIP")
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    p.add_argument("--numerics", nargs="+", default=["reference", "fast"])
+    p.add_argument("--numerics", nargs="+", choices=[Numerics.REFERENCE.value, Numerics.FAST.value],
+                   default=[Numerics.REFERENCE.value, Numerics.FAST.value])
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 5; small 3)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="torch.compile the CLIP encoders (fast)")

@@ -1,26 +1,22 @@
 """The `eabench` command line: a thin layer over functions a notebook could call too.
 
-Each command family lives beside the code it drives and exposes ``register(subparsers)``;
-this module only wires them together. Imports are lazy so `eabench variants` does not pay
-for MLflow or Optuna.
+Each package owns its commands in its own ``cli.py`` and exposes ``register(subparsers)``; this
+module only wires them together. Primary output (tables, JSON) goes to stdout; logs and progress
+to stderr.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from harness.errors import EABenchError as UserError
+from harness import variants_cli
+from harness.data import cli as data_cli
+from harness.errors import EABenchError
+from harness.train import cli as train_cli
+from reports import cli as reports_cli
+from studies import cli as studies_cli
 
-# (module, attribute) pairs; each registers one or more sub-commands.
-_COMMAND_MODULES = (
-    "harness.commands.variants_cmd",
-    "harness.data.cli",
-    "harness.engine_cli",
-    "studies.cli",
-    "reports.cli",
-    "reports.reproduce",
-)
+_COMMANDS = (variants_cli, data_cli, train_cli, studies_cli, reports_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,14 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="EA-Bench: excitation and aggregation designs in CLIP4Clip, benchmarked.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod_name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:  # a command family not built yet
-            if exc.name and exc.name.startswith(mod_name.split(".")[0]):
-                continue
-            raise
-        mod.register(sub)
+    for module in _COMMANDS:
+        module.register(sub)
     return parser
 
 
@@ -44,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     try:
         rc = args.func(args)
@@ -54,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except UserError as exc:
+    except EABenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["Reporter", "get_console", "log", "progress_enabled", "set_console"]
+__all__ = ["Reporter", "get_console", "log", "output_console", "progress_enabled", "set_console"]
 
 _CONSOLE: Console | None = None
 
@@ -34,6 +34,16 @@ def get_console() -> Console:
     if _CONSOLE is None:
         _CONSOLE = Console(stderr=True)
     return _CONSOLE
+
+
+def output_console() -> Console:
+    """A console for a command's primary output (tables, listings) on **stdout**.
+
+    Logs and progress use :func:`get_console` (stderr). Piped, Rich would assume 80 columns and
+    wrap every row; a listing reads better wide, so a pipe gets 200 columns.
+    """
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def set_console(console: Console | None) -> None:

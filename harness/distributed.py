@@ -23,6 +23,7 @@ __all__ = [
     "cleanup",
     "dist_info",
     "init_from_env",
+    "scale_grad",
 ]
 
 
@@ -101,6 +102,31 @@ class AllGather(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         lo = ctx.batch * ctx.rank
         return grad[lo:lo + ctx.batch] * ctx.world
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient times ``scale`` in backward."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_grad(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """``tensor`` unchanged, but everything upstream of it receives ``scale`` x the gradient.
+
+    Placed in front of the feature all-gather it reproduces what G DDP ranks compute with
+    CLIP4Clip's ``AllGather`` (local slice in backward, then DDP's 1/G average): every module
+    before the gather gets 1/G of the global loss's gradient (PAPER.md §4.3).
+    """
+    if scale == 1.0 or not tensor.requires_grad:
+        return tensor
+    return _ScaleGrad.apply(tensor, scale)
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

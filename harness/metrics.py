@@ -81,16 +81,15 @@ def _video_to_text_sim(sim: torch.Tensor, t2v: torch.Tensor, n_videos: int) -> t
     return out.scatter_reduce(0, idx, sim, reduce="amax", include_self=True)
 
 
-def t2v_v2t(
+def t2v_v2t_ranks(
     sim: torch.Tensor | np.ndarray,
     text_to_video: torch.Tensor | np.ndarray | Sequence[int] | None = None,
-    ks: Sequence[int] = KS,
-) -> dict[str, dict[str, float]]:
-    """{"t2v": ..., "v2t": ...} from a [N_text, N_video] similarity matrix.
+) -> dict[str, np.ndarray]:
+    """{"t2v": 1-based rank of every caption's video, "v2t": of every video's caption group}.
 
     Without ``text_to_video`` the matrix is square with the positives on the diagonal. With it,
     caption i belongs to video ``text_to_video[i]`` and v2t uses the max over each video's
-    captions (module docstring).
+    captions (module docstring). The metrics of :func:`t2v_v2t` are computed from these ranks.
     """
     s = _as_tensor(sim)
     if s.dim() != 2:
@@ -100,7 +99,7 @@ def t2v_v2t(
             raise ValueError(
                 f"a {s.shape[0]} x {s.shape[1]} matrix needs text_to_video (the video index of every caption)"
             )
-        return {"t2v": retrieval_metrics(s, None, ks), "v2t": retrieval_metrics(s.t(), None, ks)}
+        return {"t2v": ranks(s), "v2t": ranks(s.t())}
     t2v = torch.as_tensor(np.asarray(text_to_video), dtype=torch.long).reshape(-1)
     if t2v.numel() != s.shape[0]:
         raise ValueError(f"text_to_video has {t2v.numel()} entries for {s.shape[0]} captions")
@@ -111,4 +110,15 @@ def t2v_v2t(
     if missing:
         raise ValueError(f"videos without any caption: {missing[:10]} (every video needs >= 1 caption)")
     v2t_sim = _video_to_text_sim(s, t2v, n_videos)  # rows: caption groups, cols: videos
-    return {"t2v": retrieval_metrics(s, t2v, ks), "v2t": retrieval_metrics(v2t_sim.t(), None, ks)}
+    return {"t2v": ranks(s, t2v), "v2t": ranks(v2t_sim.t())}
+
+
+def t2v_v2t(
+    sim: torch.Tensor | np.ndarray,
+    text_to_video: torch.Tensor | np.ndarray | Sequence[int] | None = None,
+    ks: Sequence[int] = KS,
+) -> dict[str, dict[str, float]]:
+    """{"t2v": ..., "v2t": ...} metrics from a [N_text, N_video] similarity matrix (see
+    :func:`t2v_v2t_ranks` for the ground truth)."""
+    r = t2v_v2t_ranks(sim, text_to_video)
+    return {d: metrics_from_ranks(r[d], ks) for d in ("t2v", "v2t")}

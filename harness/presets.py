@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 
-__all__ = ["DatasetPreset", "PRESETS", "get_preset", "override"]
+__all__ = ["DatasetPreset", "PRESETS", "get_preset", "override", "parse_assignment"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class DatasetPreset:
     backbone: str = "ViT-B-32-quickgelu"
     weights: str | None = None  # path to the CLIP checkpoint; None = must be given
     expand_sentences: bool = False  # MSR-VTT: every caption its own training pair
+    # How many GPUs the authors' runs used (PAPER.md §4.2-4.3). The loss and gradients reproduce
+    # what that many DDP ranks compute, on however many GPUs this run really has: tightTransf's
+    # loss is the mean of per-group losses over B/G x B/G matrices, and what runs before the
+    # feature all-gather (CLIP, the sequential module, pre-sequence excitation) gets 1/G of the
+    # global loss's gradient. 1 = off (one GPU's objective).
+    emulate_gpus: int = 1
     official_sizes: tuple[int, int] | None = None  # (train videos, test videos)
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,17 +51,17 @@ PRESETS: dict[str, DatasetPreset] = {
     "msrvtt": DatasetPreset(
         name="msrvtt", reader="msrvtt", train_split="train9k", test_split="test1kA",
         max_frames=12, max_words=32, batch_size=128, batch_size_val=16,
-        expand_sentences=True, official_sizes=(9000, 1000),
+        expand_sentences=True, official_sizes=(9000, 1000), emulate_gpus=4,
     ),
     "didemo": DatasetPreset(
         name="didemo", reader="didemo", train_split="train", test_split="test",
         max_frames=64, max_words=64, batch_size=64, batch_size_val=16,
-        official_sizes=(8392, 1004),
+        official_sizes=(8392, 1004), emulate_gpus=8,
     ),
     "activitynet": DatasetPreset(
         name="activitynet", reader="activitynet", train_split="train", test_split="val_1",
         max_frames=64, max_words=64, batch_size=128, batch_size_val=16,
-        official_sizes=(10009, 4917),
+        official_sizes=(10009, 4917), emulate_gpus=8,  # unknown for the paper; CLIP4Clip's README: 8
     ),
     # The embedded benchmark: a tiny CLIP trained on CPU in minutes. CLIP here starts from a
     # short contrastive pre-training on the synthetic frames, so its learning rate is not the
@@ -107,3 +113,18 @@ def override(preset: DatasetPreset, assignments: dict[str, str]) -> DatasetPrese
         except ValueError as exc:
             raise ConfigError(f"--set {key}={raw}: {exc}") from None
     return replace(preset, **changes)
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """One ``--set key=value`` argument -> ``(key, value)``; the one parser every command uses.
+
+    Raises ``argparse.ArgumentTypeError`` (argparse turns it into a usage error naming the flag).
+    """
+    import argparse
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. epochs=3), got {text!r}")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a non-empty KEY, got {text!r}")
+    return key.strip(), value.strip()

@@ -26,13 +26,51 @@ __all__ = [
     "TrackingTarget",
     "configure",
     "git_commit",
+    "redact_uri",
     "resolve_uri",
     "status_for_exception",
 ]
 
 DEFAULT_EXPERIMENT = "eabench"
+# MLflow's UI shows an experiment as model training (not GenAI) when it carries this tag.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _MAX_PARAM_LEN = 6000
 _BATCH = 100
+
+
+# Query parameters that carry secrets in database/HTTP URIs (libpq: password, sslpassword;
+# common drivers and proxies: pwd, passwd, token, secret, api_key, access_token).
+_SECRET_PARAMS = frozenset({"password", "pass", "passwd", "pwd", "sslpassword", "token", "secret",
+                            "api_key", "apikey", "access_token", "auth_token", "client_secret"})
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` safe to show or log: the userinfo password and secret query parameters become ``***``.
+
+    ``postgresql://alice:pw@db/x?sslmode=require&password=pw`` ->
+    ``postgresql://alice:***@db/x?sslmode=require&password=***``. Strings that are not URIs (file
+    paths) come back unchanged.
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    if "://" not in uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI hidden>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in creds else f"{creds}@{host}"
+    # secret query values become *** and every other parameter is kept byte for byte
+    fields = parts.query.split("&") if parts.query else []
+    query = "&".join(f"{f.split('=', 1)[0]}=***" if "=" in f and unquote(f.split("=", 1)[0]).lower()
+                     in _SECRET_PARAMS else f for f in fields)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # nothing secret (and urlunsplit would normalise sqlite:////abs paths)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def resolve_uri(root: Path | str = Path("runs"), uri: str | None = None) -> str:
@@ -81,7 +119,8 @@ def configure(root: Path | str = Path("runs"), uri: str | None = None,
     if exp is None:
         location = (root / "artifacts").resolve().as_uri() if local else None
         try:
-            exp_id = client.create_experiment(experiment, artifact_location=location)
+            exp_id = client.create_experiment(experiment, artifact_location=location,
+                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:  # created concurrently by another worker
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
@@ -91,6 +130,8 @@ def configure(root: Path | str = Path("runs"), uri: str | None = None,
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # experiments created before the tag existed
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return TrackingTarget(resolved, experiment, exp_id, root)
 
 
@@ -182,6 +223,10 @@ class RunTracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure as an image artifact (shown on the run's page in ``mlflow ui``)."""
+        self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_json(self, obj: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

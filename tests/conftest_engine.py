@@ -1,7 +1,7 @@
 """Engine-test helpers (import explicitly): one small synthetic benchmark and one MLflow store
 per test session, and a TrainConfig factory with tiny settings.
 
-The benchmark is written by ``harness.data.synthetic`` (real videos, MSR-VTT layout) without
+The benchmark is written by ``harness.synthetic`` (real videos, MSR-VTT layout) without
 its CLIP pre-training (tens of seconds on CPU); instead a seeded random tiny CLIP is saved where
 the pre-training would put it, so it has a weights hash and the feature cache works as usual.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.engine import TrainConfig
+from harness.train import TrainConfig
 
 T = 4          # frames per video in the fixture (and max_frames)
 N_TRAIN = 16
@@ -24,7 +24,7 @@ N_TEST = 8
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from harness.backbone import TINY_CLIP, load_clip, save_clip
-    from harness.data.synthetic import SyntheticConfig, generate_synthetic
+    from harness.synthetic import SyntheticConfig, generate_synthetic
 
     # Test modules import this fixture, so pytest instantiates it once per module: build it once
     # under the session's base temp folder and reuse it.

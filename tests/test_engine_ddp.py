@@ -34,7 +34,7 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _model():  # type: ignore[no-untyped-def]
     from harness.backbone import TINY_CLIP, load_clip
-    from harness.engine import RetrievalModel
+    from harness.train import RetrievalModel
     from variants import build_head
 
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def _model():  # type: ignore[no-untyped-def]
 
 
 def _step(train_model: torch.nn.Module, model: torch.nn.Module, batch) -> float:  # type: ignore[no-untyped-def]
-    from harness.engine import train_step
+    from harness.train import train_step
 
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     loss, applied = train_step(train_model, model, opt, None, batch, max_grad_norm=1e9)

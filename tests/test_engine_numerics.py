@@ -45,7 +45,7 @@ def test_fp32_layernorm_upcasts_and_returns_input_dtype() -> None:
 
 
 def test_reference_step_trains_fp16_weights_with_bertadam() -> None:
-    from harness.engine import RetrievalModel, train_step
+    from harness.train import RetrievalModel, train_step
     from harness.optim import build_optimizer, param_groups
     from variants import build_head
 
@@ -80,7 +80,7 @@ def test_resolve_numerics() -> None:
 
 @pytest.mark.gpu
 def test_fast_step_on_cuda_keeps_fp32_master_weights() -> None:
-    from harness.engine import RetrievalModel, train_step
+    from harness.train import RetrievalModel, train_step
     from harness.optim import build_optimizer, param_groups
     from variants import build_head
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest_engine import N_TEST, T, make_cfg, metric_history, mlflow_run, one_thread, store, synth  # noqa: F401
 
-from harness.engine import run_training
+from harness.train import run_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,7 +103,7 @@ def test_overfit_tiny_batch_reaches_r1_100() -> None:
     import torch
 
     from harness.backbone import TINY_CLIP, load_clip
-    from harness.engine import RetrievalModel, train_step
+    from harness.train import RetrievalModel, train_step
     from harness.metrics import t2v_v2t
     from harness.optim import build_optimizer, param_groups
     from harness.text import tokenize

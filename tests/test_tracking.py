@@ -58,7 +58,7 @@ def test_run_tracker_child_run_params_and_status(store: Path) -> None:  # noqa: 
 def test_status_for_exception() -> None:
     import optuna
 
-    from harness.engine import StopRun
+    from harness.train import StopRun
 
     assert status_for_exception(None) == "FINISHED"
     assert status_for_exception(optuna.TrialPruned()) == "KILLED"
@@ -74,7 +74,7 @@ def test_status_for_exception() -> None:
 def test_pruned_training_run_is_killed(synth: Path, store: Path) -> None:  # noqa: F811
     import optuna
 
-    from harness.engine import run_training
+    from harness.train import run_training
 
     seen: list[tuple[int, float]] = []
 

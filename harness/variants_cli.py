@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from harness.console import output_console
 from harness.errors import ConfigError
-
-if TYPE_CHECKING:  # rich is imported lazily at run time
-    from rich.console import Console
 
 T_DEFAULT = 12
 D_DEFAULT = 512
@@ -68,12 +66,6 @@ def variant_record(name: str, table: str | None = None) -> dict[str, Any]:
     }
 
 
-def _console() -> Console:
-    from rich.console import Console
-
-    console = Console()
-    # piped output: rich would assume 80 columns and wrap every label; a listing reads better wide
-    return console if console.is_terminal else Console(width=200)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         tab.add_column("variants", justify="right")
         for c in counts:
             tab.add_row(c["table"], str(c["variants"]))
-        _console().print(tab)
+        output_console().print(tab)
         return 0
 
     if args.table is not None and args.table not in list_tables():
@@ -121,5 +113,5 @@ def run(args: argparse.Namespace) -> int:
             f"{e['ratio']} / {e['placement']}" if e["ratio"] else "-",
             a["ratio"] or "-", "yes" if r["masked"] else "", f"{r['head_params']:,}",
         )
-    _console().print(tab)
+    output_console().print(tab)
     return 0
