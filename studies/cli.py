@@ -1,26 +1,51 @@
 """`eabench study table|tables|search`: Optuna studies of paper tables and hyperparameter searches.
 
-Thin wrappers over :mod:`studies.table` and :mod:`studies.search`; logs and the live leaderboard
-go to stderr, ``--json`` output to stdout.
+Thin wrappers over :mod:`studies.launch`: the final leaderboard (or ``--json``) and listings go to
+stdout; logs, the live leaderboard and hints go to stderr.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import json
-import re
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rich.table import Table
+
+from harness.console import get_console, output_console
+from harness.errors import ConfigError
+from harness.presets import parse_assignment
+from harness.tracking import DEFAULT_EXPERIMENT, redact_uri, resolve_uri
+from harness.train import Protocol
+from studies.context import DEFAULT_CONFIG_FACTORY, DEFAULT_TRAINER, StudyContext
+from studies.engine_bridge import train_flag
+from studies.launch import StudyOptions, search_study, table_study
+from studies.leaderboard import leaderboard_rows, render_table
+from studies.logs import setup_logging
+from studies.search import SearchResult
+from studies.storage import dashboard_command
+from studies.table import TableStudyResult
+from studies.liveness import DEFAULT_STALE_AFTER_S
+from studies.workers import interrupt_on_sigterm
+from variants import get_variant, list_tables, table_variants
 
 __all__ = ["register"]
 
 _BROWSE = """\
+GPUs: --gpus 0,1,2,3 --nproc-per-trial 2 runs 2 workers on GPUs {0,1} and {2,3}, each trial a
+torchrun job of 2 processes; --gpus left out: every visible GPU (one worker per
+--nproc-per-trial GPUs); --workers N alone: the first N x K GPUs; --gpus none: the CPU.
+
 Browse the results:
   optuna-dashboard runs/studies/STUDY.journal        (or the --storage URL)
   mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --port 5000
-Several hosts: start the first host, then on every other one run the same command with the same
---storage postgresql+psycopg2://USER@HOST:5432/DB and --study-name.
+Several hosts: one PostgreSQL --storage postgresql+psycopg2://USER@HOST:5432/DB, one MLflow server
+(--tracking-uri http://HOST:5000), and the same command with the same --study-name on every host
+(docs/STUDIES.md has the recipe and a SLURM array script).
 """
 
 _TABLE_EPILOG = """\
@@ -60,40 +85,50 @@ the importance of each parameter.
 """ + _BROWSE
 
 
-def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
+# TrainConfig fields that every trial of a study shares: flag and dest are the field's own name,
+# as in `eabench train` (studies.engine_bridge.train_flag).
+_TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "epochs": {"type": int},
+    "batch_size": {"type": int},
+    "device": {"help": "auto, cpu, cuda or cuda:N"},
+    "weights": {"help": "CLIP checkpoint file"},
+    "cache_dir": {"help": "frame/feature cache root"},
+    "limit_train": {"type": int, "help": "first N training videos (quick runs)"},
+    "limit_test": {"type": int, "help": "first N test videos (quick runs)"},
+}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="synthetic", help="dataset preset: msrvtt, didemo, activitynet, synthetic")
     p.add_argument("--root", required=True, type=Path, help="folder with the dataset's annotation files")
-    p.add_argument("--protocol", choices=("paper", "frozen"), default="frozen",
+    p.add_argument("--protocol", choices=[x.value for x in Protocol], default=Protocol.FROZEN.value,
                    help="paper: full fine-tuning; frozen: cached CLIP features, heads only (default)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this host (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes on this host (default: one per --nproc-per-trial GPUs of --gpus, "
+                        "or 1 without GPUs); with --gpus it may only repeat that number")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="GPU indices to use, e.g. 0,1,2,3 or 0-3 (default: every visible GPU; 'none': the CPU); "
+                        "each worker gets --nproc-per-trial of them")
+    p.add_argument("--nproc-per-trial", type=int, default=1, metavar="K",
+                   help="processes that train one trial (K > 1: a torchrun job with DDP; default 1)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: a .journal file or postgresql+psycopg2://USER@HOST/DB "
                         "(default runs/studies/<study>.journal)")
     p.add_argument("--study-name", default=None, help="default: derived from the table/pattern, dataset, protocol")
-    p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", type=parse_assignment, action="append", default=[],
+                   metavar="KEY=VALUE",
                    help="override a preset field for every trial (repeatable), e.g. max_frames=4")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--weights", default=None, help="CLIP checkpoint file")
-    p.add_argument("--cache-dir", default=None, help="frame/feature cache root")
-    p.add_argument("--limit-train", type=int, default=None, help="first N training videos (quick runs)")
-    p.add_argument("--limit-test", type=int, default=None, help="first N test videos (quick runs)")
+    for name, kw in _TRAIN_OPTIONS.items():
+        p.add_argument(train_flag(name), default=None, **kw)
     p.add_argument("--tracking-root", default="runs", help="folder of mlflow.db, artifacts and journals")
     p.add_argument("--tracking-uri", default=None, help="MLflow store or server (default sqlite under --tracking-root)")
-    p.add_argument("--experiment", default="eabench")
-    p.add_argument("--stale-after", type=float, default=7200.0, metavar="SECONDS",
-                   help="a RUNNING trial of another host whose heartbeat is this old is presumed dead")
-    p.add_argument("--trainer", default="harness.engine:run_training", metavar="MODULE:FUNCTION",
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    p.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER_S, metavar="SECONDS",
+                   help="a RUNNING trial of another host whose heartbeat is this old is presumed dead, failed "
+                        "and queued again (running trials beat every min(60, SECONDS/5) s; default 300)")
+    p.add_argument("--trainer", default=DEFAULT_TRAINER, metavar="MODULE:FUNCTION",
                    help="training function with run_training's signature (default: the engine)")
-    p.add_argument("--config-factory", default="studies.engine_bridge:make_config", metavar="MODULE:FUNCTION",
+    p.add_argument("--config-factory", default=DEFAULT_CONFIG_FACTORY, metavar="MODULE:FUNCTION",
                    help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of the live display")
     p.add_argument("--json", action="store_true", help="print the final leaderboard as JSON on stdout")
@@ -137,140 +172,67 @@ def register(subparsers: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-
-
-def _context(args: argparse.Namespace, *, kind: str, name: str, table: str | None = None):
-    from studies.context import StudyContext
-    from studies.storage import resolve_storage
-
-    options = {"epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
-               "weights": args.weights, "cache_dir": args.cache_dir, "limit_train": args.limit_train,
-               "limit_test": args.limit_test}
-    return StudyContext(
-        study_name=name, kind=kind, storage=resolve_storage(args.storage, name, Path(args.tracking_root)),
-        dataset=args.dataset, root=str(args.root), protocol=args.protocol, runs_root=str(args.tracking_root),
-        tracking_uri=args.tracking_uri, experiment=args.experiment, sets=tuple(args.overrides), table=table,
-        trainer=args.trainer, config_factory=args.config_factory, stale_after_s=args.stale_after,
-        train_options=tuple((k, v) for k, v in options.items() if v is not None),
+def _options(args: argparse.Namespace) -> StudyOptions:
+    train_options = {name: getattr(args, name) for name in _TRAIN_OPTIONS}
+    if args.stale_after <= 0:
+        raise ConfigError(f"--stale-after {args.stale_after}: must be a positive number of seconds")
+    return StudyOptions(
+        dataset=args.dataset, root=str(args.root), protocol=args.protocol, workers=args.workers,
+        gpus=args.gpus, nproc_per_trial=args.nproc_per_trial,
+        storage=args.storage, study_name=args.study_name, sets=tuple(args.overrides),
+        train_options=tuple((k, v) for k, v in train_options.items() if v is not None),
+        runs_root=str(args.tracking_root), tracking_uri=args.tracking_uri, experiment=args.experiment,
+        stale_after_s=args.stale_after, trainer=args.trainer, config_factory=args.config_factory,
+        progress=not args.no_progress,
     )
 
 
-def _live(args: argparse.Namespace) -> bool:
-    """Whether the live display draws (a terminal, not CI, no --no-progress)."""
-    from harness.console import get_console, progress_enabled
-
-    return progress_enabled(get_console()) and not args.no_progress
 
 
-def _board(args: argparse.Namespace, title: str, count_done: Any = None, show_params: bool = False):
-    from harness.console import get_console
-    from studies.leaderboard import LiveBoard, trials_loader
-
-    console = get_console()
-    live = _live(args)
-
-    def factory(study: Any, total: int) -> LiveBoard:
-        return LiveBoard(trials_loader(study), console=console, live=live, title=title, total=total,
-                         count_done=count_done, show_params=show_params)
-    return factory
-
-
-def _finish(args: argparse.Namespace, ctx: Any, payload: dict[str, Any], rows: list, title: str,
-            show_params: bool = False) -> None:
-    from harness.console import get_console
-    from harness.tracking import resolve_uri
-    from studies.leaderboard import render_table
-    from studies.storage import dashboard_command
-
-    console = get_console()
+def _finish(args: argparse.Namespace, result: TableStudyResult | SearchResult, show_params: bool = False) -> None:
+    """The final leaderboard (or ``--json``) on stdout; where to browse the study on stderr."""
     if args.json:
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, default=str) + "\n")
         sys.stdout.flush()
     else:
-        console.print(render_table(rows, title=title, show_params=show_params))
-    console.print(f"optuna-dashboard: {dashboard_command(ctx.storage)}", highlight=False)
-    console.print(f"mlflow ui: mlflow ui --backend-store-uri {resolve_uri(ctx.runs_root, ctx.tracking_uri)}",
-                  highlight=False)
+        table = render_table(leaderboard_rows(result.trials), title=result.title, show_params=show_params)
+        output_console().print(table)
+    if result.context is not None:
+        log = get_console()
+        for line in browse_hints(result.context):
+            log.print(line, highlight=False, soft_wrap=True)
 
 
-def _select_variants(table: str | None, spec: str | None) -> list[str]:
-    import fnmatch
+def browse_hints(ctx: StudyContext) -> list[str]:
+    """Where to look at a study (logged to stderr); storage and tracking URIs without secrets."""
+    uri = resolve_uri(ctx.runs_root, ctx.tracking_uri)
+    shown = redact_uri(uri)
+    mlflow = f"open {shown} (the MLflow server)" if uri.startswith(("http://", "https://")) \
+        else f"mlflow ui --backend-store-uri {shown}"
+    return [f"optuna-dashboard: {dashboard_command(ctx.storage)}", f"mlflow ui: {mlflow}"]
 
-    from harness.errors import ConfigError
-    from variants import list_variants, table_variants
 
-    if table is None and not spec:
-        raise ConfigError("name a TABLE (`eabench study tables` lists them) or give --variants a,b,c")
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the study like Ctrl-C while it runs (studies.workers.interrupt_on_sigterm)."""
+    previous = interrupt_on_sigterm()
     try:
-        pool = table_variants(table) if table else list_variants("*")
-    except KeyError as exc:
-        raise ConfigError(str(exc).strip("'\"")) from None
-    if not spec:
-        return pool
-    out: list[str] = []
-    for item in (x.strip() for x in spec.split(",")):
-        if not item:
-            continue
-        hits = [v for v in pool if fnmatch.fnmatchcase(v, item)]
-        if not hits and table is None and not any(c in item for c in "*?["):
-            from variants import parse_variant_name
-
-            try:  # a valid name outside the registry (another ratio) is still trainable
-                hits = [parse_variant_name(item).name]
-            except (ValueError, KeyError):
-                hits = []
-        if not hits:
-            where = f"table {table}" if table else "the registry"
-            raise ConfigError(f"--variants {item!r} matches nothing in {where}; `eabench variants` lists names")
-        out += [h for h in hits if h not in out]
-    return out
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------------------------------ commands
 def _table(args: argparse.Namespace) -> int:
-    from harness.errors import ConfigError
-    from studies.logs import setup_logging
-    from studies.table import DEFAULT_SEEDS, run_table_study, table_cells, trial_params
-
     setup_logging(verbose=args.verbose)
-    if args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    if not 1 <= args.seeds <= len(DEFAULT_SEEDS):
-        raise ConfigError(f"--seeds must be between 1 and {len(DEFAULT_SEEDS)}")
-    variants = _select_variants(args.table, args.variants)
-    seeds = list(DEFAULT_SEEDS[: args.seeds])
-    if args.study_name:
-        name = args.study_name
-    elif args.table and not args.variants:
-        name = f"{args.table}-{args.dataset}-{args.protocol}"
-    else:
-        digest = hashlib.sha1(",".join(variants).encode()).hexdigest()[:8]
-        name = f"{args.table or 'variants'}-{digest}-{args.dataset}-{args.protocol}"
-    ctx = _context(args, kind="table", name=_slug(name), table=args.table)
-    cells = set(table_cells(variants, seeds))
-
-    def count_done(trials: list) -> int:
-        done = {(str(trial_params(t).get("variant")), int(trial_params(t).get("seed", -1)))
-                for t in trials if t.state.name == "COMPLETE"}
-        return len(done & cells)
-
-    title = f"{ctx.study_name}: {len(variants)} variants x {len(seeds)} seed(s)"
-    result = run_table_study(ctx, variants, seeds, workers=args.workers, board=_board(args, title, count_done),
-                             worker_log_dir=_live(args))
-    from studies.leaderboard import leaderboard_rows
-
-    _finish(args, ctx, result.to_json(), leaderboard_rows(result.trials), title)
+    with _sigterm_interrupts():
+        result = table_study(_options(args), args.table, variants=args.variants, seeds=args.seeds)
+    _finish(args, result)
     return 0 if not result.coverage.missing else 1
 
 
 def _tables(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from harness.console import get_console
-    from variants import get_variant, list_tables, table_variants
-
     rows = []
     for table in list_tables():
         names = table_variants(table)
@@ -287,41 +249,22 @@ def _tables(args: argparse.Namespace) -> int:
     for r in rows:
         shown = ", ".join(r["names"][:6]) + (", ..." if len(r["names"]) > 6 else "")
         out.add_row(r["table"], str(r["variants"]), shown)
-    get_console().print(out)
+    output_console().print(out)
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
-    from harness.errors import ConfigError
-    from harness.presets import get_preset, override
-    from studies.logs import setup_logging
-    from studies.search import SearchSettings, run_search_study
-    from studies.space import default_space, load_space_file
-
     setup_logging(verbose=args.verbose)
-    if args.workers < 1 or args.n_trials < 1:
-        raise ConfigError("--workers and --n-trials must be at least 1")
-    preset = override(get_preset(args.dataset), dict(args.overrides))
-    space = default_space(args.variants, batch_size=args.batch_size or preset.batch_size,
-                          max_frames=preset.max_frames)
-    if args.space is not None:
-        space = load_space_file(args.space, space)
-    name = args.study_name or _slug(f"search-{args.variants}-{args.dataset}-{args.protocol}")
-    ctx = _context(args, kind="search", name=_slug(name))
-    settings = SearchSettings(space=space, n_trials=args.n_trials, timeout_s=args.timeout, seed=args.seed,
-                              sampler_seed=args.sampler_seed, n_startup_trials=args.n_startup_trials)
-    title = f"{ctx.study_name}: TPE search, {args.n_trials} trials"
-    result = run_search_study(ctx, settings, workers=args.workers, board=_board(args, title, show_params=True),
-                              worker_log_dir=_live(args))
-    from harness.console import get_console
-    from studies.leaderboard import leaderboard_rows
-
-    _finish(args, ctx, result.to_json(), leaderboard_rows(result.trials), title, show_params=True)
-    console = get_console()
-    if result.best:
-        console.print(f"best trial {result.best['number']}: T2V R@1 {result.best['value']:.2f} "
-                      f"({result.best['variant']}, {result.best['params']})", highlight=False)
-        console.print(f"retrain: {result.best['command']}", highlight=False)
-    for k, v in result.importances.items():
-        console.print(f"importance {k}: {v:.3f}", highlight=False)
+    with _sigterm_interrupts():
+        result = search_study(_options(args), args.variants, space_file=args.space, n_trials=args.n_trials,
+                              timeout_s=args.timeout, seed=args.seed, sampler_seed=args.sampler_seed,
+                              n_startup_trials=args.n_startup_trials)
+    _finish(args, result, show_params=True)
+    if result.best and not args.json:  # with --json, these are in the JSON
+        out = output_console()
+        out.print(f"best trial {result.best['number']}: T2V R@1 {result.best['value']:.2f} "
+                  f"({result.best['variant']}, {result.best['params']})", highlight=False)
+        out.print(f"retrain: {result.best['command']}", highlight=False, soft_wrap=True)
+        for k, v in result.importances.items():
+            out.print(f"importance {k}: {v:.3f}", highlight=False)
     return 0 if result.best else 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,23 @@ from typing import Any
 
 import optuna
 
+from harness.tracking import DEFAULT_EXPERIMENT, RunTracker, TrackingTarget, configure, git_commit, redact_uri
+from harness.train import Protocol
+from harness.train.schema import (
+    KIND_STUDY,
+    TAG_DATASET,
+    TAG_KIND,
+    TAG_PAPER_TABLE,
+    TAG_PROTOCOL,
+    TAG_STUDY,
+    TAG_TRIAL,
+)
 from studies.storage import StorageSpec, open_storage
+from studies.liveness import DEFAULT_STALE_AFTER_S, heartbeat_interval
 
 __all__ = [
+    "DEFAULT_CONFIG_FACTORY",
+    "DEFAULT_TRAINER",
     "PARENT_ATTR",
     "ConfigFactory",
     "StudyContext",
@@ -26,7 +41,9 @@ __all__ = [
     "ensure_parent_run",
     "finish_parent_run",
     "load_study",
+    "mark_run_failed",
     "resolve_callable",
+    "tracking_target",
 ]
 
 log = logging.getLogger("eabench.studies")
@@ -36,6 +53,8 @@ PARENT_ATTR = "mlflow_parent_run_id"
 
 Trainer = Callable[..., Any]            # run_training(cfg, *, on_epoch, parent_run_id, run_name, tags, tracking_uri)
 ConfigFactory = Callable[..., Any]      # make_config(ctx, variant, seed, overrides) -> cfg
+DEFAULT_TRAINER = "harness.train:run_training"
+DEFAULT_CONFIG_FACTORY = "studies.engine_bridge:make_config"
 
 
 @dataclass(frozen=True)
@@ -52,21 +71,27 @@ class StudyContext:
     storage: StorageSpec
     dataset: str
     root: str
-    protocol: str = "frozen"
+    protocol: str = Protocol.FROZEN.value
     runs_root: str = "runs"
     tracking_uri: str | None = None
-    experiment: str = "eabench"
+    experiment: str = DEFAULT_EXPERIMENT
     sets: tuple[tuple[str, str], ...] = ()
     table: str | None = None
-    trainer: Any = "harness.engine:run_training"          # "module:function" or a module-level function
-    config_factory: Any = "studies.engine_bridge:make_config"
-    stale_after_s: float = 2 * 3600.0
+    trainer: Any = DEFAULT_TRAINER            # "module:function" or a module-level function
+    config_factory: Any = DEFAULT_CONFIG_FACTORY
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
     train_options: tuple[tuple[str, Any], ...] = ()   # TrainConfig fields for every trial (epochs, device...)
     extra_tags: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    nproc_per_trial: int = 1                  # > 1: each trial is a torchrun job of this many processes
 
     @property
     def sets_dict(self) -> dict[str, str]:
         return dict(self.sets)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a running trial beats: several beats fit in ``stale_after_s``."""
+        return heartbeat_interval(self.stale_after_s)
 
     def open_study(self, *, sampler: optuna.samplers.BaseSampler | None = None,
                    pruner: optuna.pruners.BasePruner | None = None, create: bool = True) -> optuna.Study:
@@ -102,19 +127,18 @@ def load_study(ctx: StudyContext, *, sampler: optuna.samplers.BaseSampler | None
     return optuna.load_study(storage=storage, study_name=ctx.study_name, sampler=sampler, pruner=pruner)
 
 
-def tracking_target(ctx: StudyContext):  # -> harness.tracking.TrackingTarget
-    from harness.tracking import configure
-
+def tracking_target(ctx: StudyContext) -> TrackingTarget:
     return configure(Path(ctx.runs_root), ctx.tracking_uri, ctx.experiment)
 
 
 def ensure_parent_run(ctx: StudyContext, study: optuna.Study, tags: Mapping[str, Any] | None = None) -> str:
     """The study's MLflow parent run: reused when the study already names one, else created.
 
-    Only the launcher calls this (before workers start), so two processes never race to create it.
+    Only launchers call this (before their workers start). Launchers on several hosts started at
+    once may each create one: every launcher then keeps the oldest RUNNING parent run of the study
+    created in the last minutes (ties: the smaller run id) and deletes its own if it lost, so all
+    hosts agree on one parent.
     """
-    from harness.tracking import RunTracker, git_commit
-
     target = tracking_target(ctx)
     existing = study.user_attrs.get(PARENT_ATTR)
     if existing:
@@ -124,23 +148,48 @@ def ensure_parent_run(ctx: StudyContext, study: optuna.Study, tags: Mapping[str,
             return str(existing)
         except Exception as exc:  # noqa: BLE001 - the parent was deleted from MLflow: start a fresh one
             log.warning("parent run %s of study %s not found in %s (%s); creating a new one",
-                        existing, ctx.study_name, target.uri, exc)
+                        existing, ctx.study_name, redact_uri(target.uri), exc)
     all_tags = {
-        "eabench.kind": "study",
-        "optuna.study": ctx.study_name,
+        TAG_KIND: KIND_STUDY,
+        TAG_STUDY: ctx.study_name,
         "optuna.storage": ctx.storage.display,
         "study.kind": ctx.kind,
-        "dataset": ctx.dataset,
-        "protocol": ctx.protocol,
+        TAG_DATASET: ctx.dataset,
+        TAG_PROTOCOL: ctx.protocol,
         "git_commit": git_commit(),
-        **({"paper_table": ctx.table, "table": ctx.table} if ctx.table else {}),
+        **({TAG_PAPER_TABLE: ctx.table, "table": ctx.table} if ctx.table else {}),
         **dict(ctx.extra_tags),
         **dict(tags or {}),
     }
     tracker = RunTracker.start(target, run_name=ctx.study_name, tags=all_tags)
+    winner = _first_parent(target, ctx.study_name) or tracker.run_id
+    if winner != tracker.run_id:  # another host's launcher created one at the same time
+        tracker.client.delete_run(tracker.run_id)
+        log.info("study %s: using MLflow parent run %s created by another launcher", ctx.study_name, winner)
+        study.set_user_attr(PARENT_ATTR, winner)
+        return winner
     tracker.log_params({"data_root": ctx.root, **{f"set.{k}": v for k, v in ctx.sets}})
     study.set_user_attr(PARENT_ATTR, tracker.run_id)
     return tracker.run_id
+
+
+_RACE_WINDOW_MS = 10 * 60 * 1000
+
+
+def _first_parent(target: TrackingTarget, study_name: str) -> str | None:
+    """The oldest RUNNING parent run of ``study_name`` started in the last minutes (launchers' race)."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    since = int(time.time() * 1000) - _RACE_WINDOW_MS
+    runs = MlflowClient(tracking_uri=target.uri).search_runs(
+        [target.experiment_id],
+        filter_string=(f"tags.`{TAG_KIND}` = '{KIND_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}' and "
+                       f"attributes.status = 'RUNNING' and attributes.start_time >= {since}"))
+    if not runs:
+        return None
+    return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
 
 
 def finish_parent_run(ctx: StudyContext, run_id: str, *, status: str | None = "FINISHED",
@@ -148,10 +197,6 @@ def finish_parent_run(ctx: StudyContext, run_id: str, *, status: str | None = "F
                       json_artifacts: Mapping[str, Any] | None = None,
                       text_artifacts: Mapping[str, str] | None = None) -> None:
     """Log the study's summary to its parent run and close it (``status=None`` leaves it open)."""
-    import tempfile
-
-    from harness.tracking import RunTracker
-
     tracker = RunTracker(tracking_target(ctx), run_id)
     if tags:
         tracker.set_tags(dict(tags))
@@ -177,7 +222,7 @@ def mark_run_failed(ctx: StudyContext, run_id: str | None, status: str = "FAILED
     found by its tags (``optuna.study``, ``optuna.trial``) instead of by id.
     """
     try:
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # seconds to import; harness.tracking defers it too
 
         target = tracking_target(ctx)
         client = MlflowClient(tracking_uri=target.uri)
@@ -185,8 +230,8 @@ def mark_run_failed(ctx: StudyContext, run_id: str | None, status: str = "FAILED
         if not ids and trial_number is not None:
             found = client.search_runs(
                 [target.experiment_id],
-                filter_string=(f"tags.`optuna.study` = '{ctx.study_name}' and "
-                               f"tags.`optuna.trial` = '{trial_number}' and attributes.status = 'RUNNING'"),
+                filter_string=(f"tags.`{TAG_STUDY}` = '{ctx.study_name}' and "
+                               f"tags.`{TAG_TRIAL}` = '{trial_number}' and attributes.status = 'RUNNING'"),
             )
             ids = [r.info.run_id for r in found]
         for rid in ids:

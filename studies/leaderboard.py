@@ -1,6 +1,7 @@
 """The leaderboard of a study, read from its Optuna storage (so it shows every worker's trials).
 
-One row per trial: number, variant, seed, state, T2V/V2T metrics, MLflow run id, duration.
+One row per trial: number, variant, seed, state, T2V/V2T metrics, MLflow run id, duration, and
+the steps the engine skipped for a non-finite loss or gradient (a column only when a trial has any).
 Rendered three ways from the same rows: a Rich table (live on a terminal), plain log lines, and
 JSON for ``--json``. Completed trials sort first by T2V R@1; running ones show their last epoch.
 """
@@ -21,7 +22,17 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["LeaderboardRow", "LiveBoard", "leaderboard_rows", "render_table", "rows_to_json", "trial_state"]
+from harness.train.schema import nested_metrics
+
+__all__ = [
+    "LeaderboardRow",
+    "LiveBoard",
+    "leaderboard_rows",
+    "render_table",
+    "rows_to_json",
+    "trial_state",
+    "trials_loader",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class LeaderboardRow:
     best_epoch: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    skipped_steps: int = 0             # non-finite steps the engine skipped (train/skipped_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,9 +74,8 @@ def _row(t: FrozenTrial, now: float) -> LeaderboardRow:
     t2v = dict(ua.get("t2v") or {})
     v2t = dict(ua.get("v2t") or {})
     if not t2v and isinstance(ua.get("last_metrics"), dict):
-        last = ua["last_metrics"]
-        t2v = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("t2v/")}
-        v2t = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("v2t/")}
+        last = ua["last_metrics"]  # a running trial: its last epoch's "t2v/R1", ...
+        t2v, v2t = nested_metrics(last, "t2v"), nested_metrics(last, "v2t")
     note = ""
     if "duplicate_of" in ua:
         note = f"duplicate of #{ua['duplicate_of']}"
@@ -88,6 +99,7 @@ def _row(t: FrozenTrial, now: float) -> LeaderboardRow:
         best_epoch=ua.get("best_epoch"),
         params={k: v for k, v in t.params.items() if k not in ("variant", "seed")},
         note=note,
+        skipped_steps=int(ua.get("skipped_steps") or 0),
     )
 
 
@@ -138,15 +150,20 @@ def render_table(rows: Sequence[LeaderboardRow], *, title: str = "", top: int | 
     table.add_column("V2T R@1", justify="right")
     table.add_column("epoch", justify="right")
     table.add_column("duration", justify="right")
+    shown = list(rows)[:top] if top else list(rows)
+    skipped = any(r.skipped_steps for r in shown)
+    if skipped:  # a run that trained on fewer steps than it claims must not look like the others
+        table.add_column("skipped", justify="right")
     if show_params:
         table.add_column("params")
     table.add_column("note", overflow="fold")
-    shown = list(rows)[:top] if top else list(rows)
     for r in shown:
         style = _STATE_STYLE.get(r.state, "")
         epoch = r.best_epoch if r.state == "COMPLETE" else r.epoch
         cells = [str(r.number), r.variant or "-", _fmt(r.seed), f"[{style}]{r.state}[/]" if style else r.state,
                  _fmt(r.t2v.get("R1")), _fmt(r.v2t.get("R1")), _fmt(epoch), _fmt_duration(r.duration_s)]
+        if skipped:
+            cells.append(f"[yellow]{r.skipped_steps}[/]" if r.skipped_steps else "")
         if show_params:
             cells.append(", ".join(f"{k}={_fmt(v, 4)}" for k, v in r.params.items()))
         cells.append(r.note)
@@ -163,6 +180,8 @@ def plain_line(r: LeaderboardRow) -> str:
         parts.append(f"T2V R@1={_fmt(r.t2v.get('R1'))} V2T R@1={_fmt(r.v2t.get('R1'))}")
     if r.duration_s is not None:
         parts.append(f"({_fmt_duration(r.duration_s)})")
+    if r.skipped_steps:
+        parts.append(f"{r.skipped_steps} non-finite steps skipped")
     if r.note:
         parts.append(f"[{r.note}]")
     return " ".join(p for p in parts if p)
@@ -259,3 +278,4 @@ class LiveBoard:
 
 def trials_loader(study: optuna.Study) -> Callable[[], list[FrozenTrial]]:
     return lambda: study.get_trials(deepcopy=False)
+

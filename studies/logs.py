@@ -7,6 +7,8 @@ import os
 import optuna
 from rich.logging import RichHandler
 
+from harness.console import get_console
+
 __all__ = ["setup_logging"]
 
 
@@ -16,8 +18,6 @@ def setup_logging(*, verbose: bool = False, prefix: str = "") -> None:
     ``prefix`` tags lines of worker processes (``w0``, ``w1``...) so interleaved logs stay readable.
     Idempotent: a second call replaces the handler instead of doubling every line.
     """
-    from harness.console import get_console
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     fmt = f"[{prefix}] %(message)s" if prefix else "%(message)s"
     handler = RichHandler(console=get_console(), show_path=False, rich_tracebacks=True, markup=False)

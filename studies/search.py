@@ -14,16 +14,18 @@ Optuna 5's default PED-ANOVA evaluator), printed and logged to the study's MLflo
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+
+from harness.train.resources import Resources
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.console import get_console
 from harness.errors import ConfigError
 from studies.context import (
     PARENT_ATTR,
@@ -33,8 +35,11 @@ from studies.context import (
     mark_run_failed,
     resolve_callable,
 )
+from studies.engine_bridge import format_override, retrain_command, validate_config
+from studies.gpus import WorkerPlan
+from studies.leaderboard import LiveBoard, leaderboard_rows, rows_to_json, trials_loader
 from studies.space import SearchSpace
-from studies.trial import run_trial
+from studies.trial import with_resources, OBJECTIVE_BEST_KEY, run_trial
 from studies.workers import run_processes, start_worker, sweep_stale_trials, worker_logs
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "prepare_search_study",
     "run_search_study",
     "run_search_worker",
+    "search_title",
     "summarize_search",
 ]
 
@@ -79,8 +85,6 @@ def make_pruner(settings: SearchSettings) -> optuna.pruners.MedianPruner:
 
 def prepare_search_study(ctx: StudyContext, settings: SearchSettings) -> str:
     """Create (or reopen) the study and its MLflow parent run (launcher only, before workers)."""
-    from studies.engine_bridge import validate_config
-
     make_config = resolve_callable(ctx.config_factory)
     try:
         example = settings.space.example_variant()
@@ -88,7 +92,7 @@ def prepare_search_study(ctx: StudyContext, settings: SearchSettings) -> str:
         raise ConfigError(f"the search space cannot build a variant: {exc}") from None
     # Wrong --root, missing weights, unknown preset fields: fail here, not once per trial.
     validate_config(make_config(ctx, example, settings.seed,
-                                {k: str(v) for k, v in settings.space.fixed}))
+                                {k: str(v) for k, v in settings.space.fixed}), ctx.nproc_per_trial)
     study = ctx.open_study(sampler=make_sampler(settings), pruner=make_pruner(settings), create=True)
     described = settings.space.describe()
     old = study.user_attrs.get("space")
@@ -119,9 +123,8 @@ def run_search_worker(ctx: StudyContext, settings: SearchSettings, *, worker_ind
                       n_trials: int | None = None,
                       on_trial: Callable[[FrozenTrial], None] | None = None) -> int:
     """Run trials until ``n_trials`` (this worker's share; default: what the budget has left)."""
-    from studies.engine_bridge import format_override
-
-    trainer = resolve_callable(ctx.trainer)
+    # one Resources for all trials of this worker: CLIP, frame caches and features load once
+    trainer = with_resources(resolve_callable(ctx.trainer), Resources())
     make_config = resolve_callable(ctx.config_factory)
     study = ctx.open_study(sampler=make_sampler(settings, worker_index), pruner=make_pruner(settings),
                            create=False)
@@ -152,8 +155,8 @@ def run_search_worker(ctx: StudyContext, settings: SearchSettings, *, worker_ind
 
 
 def _worker_process(ctx: StudyContext, settings: SearchSettings, n_workers: int, index: int, share: int,
-                    log_file: str | None = None) -> None:
-    start_worker(index, n_workers, log_file)
+                    log_file: str | None = None, gpus: tuple[int, ...] | None = None) -> None:
+    start_worker(index, n_workers, log_file, gpus)
     log.info("worker %d: %d trials", index + 1, share)
     run_search_worker(ctx, settings, worker_index=index, n_trials=share)
 
@@ -166,34 +169,49 @@ class SearchResult:
     best: dict[str, Any] | None
     importances: dict[str, float]
     trials: list[FrozenTrial]
+    context: StudyContext | None = field(default=None, repr=False)
+    title: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        from studies.leaderboard import leaderboard_rows, rows_to_json
-
         return {"study": self.study_name, "storage": self.storage, "mlflow_parent_run_id": self.parent_run_id,
                 "best": self.best, "importances": self.importances,
                 "trials": rows_to_json(leaderboard_rows(self.trials))}
 
 
-def run_search_study(ctx: StudyContext, settings: SearchSettings, *, workers: int = 1,
-                     board: Any = None, worker_log_dir: bool = False) -> SearchResult:
-    """Launch a search: prepare, run ``workers`` processes (1 = here), then summarise."""
+def search_title(ctx: StudyContext, settings: SearchSettings) -> str:
+    """How the leaderboard names a search."""
+    return f"{ctx.study_name}: TPE search, {settings.n_trials} trials"
+
+
+def run_search_study(ctx: StudyContext, settings: SearchSettings, *, workers: int | WorkerPlan = 1,
+                     board: bool = False, live: bool = False) -> SearchResult:
+    """Launch a search: prepare, run the workers, then summarise.
+
+    ``workers``, ``board`` and ``live`` as in :func:`studies.table.run_table_study`.
+    """
+    layout = workers if isinstance(workers, WorkerPlan) else WorkerPlan((None,) * max(1, workers),
+                                                                         ctx.nproc_per_trial)
     parent = prepare_search_study(ctx, settings)
     study = ctx.open_study(sampler=make_sampler(settings), pruner=make_pruner(settings), create=False)
     sweep_stale_trials(study, stale_after_s=ctx.stale_after_s, requeue=False,
                        on_swept=lambda s: mark_run_failed(ctx, s.mlflow_run_id, trial_number=s.number))
     remaining = _remaining(study, settings.n_trials)
-    display = board(study, settings.n_trials) if board is not None else nullcontext()
+    display = LiveBoard(trials_loader(study), console=get_console(), live=live, title=search_title(ctx, settings),
+                        total=settings.n_trials, show_params=True) if board else nullcontext()
+    n = layout.n_workers
+    if n > 1 or layout.pinned or layout.nproc_per_trial > 1:
+        log.info("%s: %s", ctx.study_name, layout.describe())
     with display:
-        if remaining > 0 and workers <= 1:
+        if remaining > 0 and n == 1 and not layout.pinned:
             run_search_worker(ctx, settings, worker_index=0, n_trials=remaining)
         elif remaining > 0:
-            shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-            active = [i for i in range(workers) if shares[i] > 0]
-            logs = worker_logs(ctx, workers) if worker_log_dir else [None] * workers
-            if worker_log_dir:
+            shares = [remaining // n + (1 if i < remaining % n else 0) for i in range(n)]
+            active = [i for i in range(n) if shares[i] > 0]
+            logs = worker_logs(ctx, n) if live else [None] * n
+            if live:
                 log.info("worker logs: %s", ", ".join(str(logs[i]) for i in active))
-            run_processes(_worker_process, [(ctx, settings, len(active), i, shares[i], logs[i]) for i in active],
+            run_processes(_worker_process,
+                          [(ctx, settings, len(active), i, shares[i], logs[i], layout.slots[i]) for i in active],
                           [f"{ctx.study_name}-w{i}" for i in active])
     return summarize_search(ctx, study, settings, parent)
 
@@ -201,9 +219,6 @@ def run_search_study(ctx: StudyContext, settings: SearchSettings, *, workers: in
 def summarize_search(ctx: StudyContext, study: optuna.Study, settings: SearchSettings,
                      parent: str | None) -> SearchResult:
     """Best trial, its retrain command and parameter importances; logged to the parent run."""
-    from studies.engine_bridge import retrain_command
-    from studies.leaderboard import leaderboard_rows, rows_to_json
-
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best: dict[str, Any] | None = None
@@ -230,12 +245,13 @@ def summarize_search(ctx: StudyContext, study: optuna.Study, settings: SearchSet
         log.info("retrain it with: %s", best["command"])
     for name, value in importances.items():
         log.info("importance of %s: %.3f", name, value)
-    result = SearchResult(ctx.study_name, ctx.storage.display, parent, best, importances, list(trials))
+    result = SearchResult(ctx.study_name, ctx.storage.display, parent, best, importances, list(trials), ctx,
+                          search_title(ctx, settings))
     if parent:
         metrics = {f"importance/{k}": v for k, v in importances.items()}
         metrics.update({f"study/{k.lower()}": float(v) for k, v in counts.items()})
         if best:
-            metrics["best/t2v/R1"] = float(best["value"])
+            metrics[OBJECTIVE_BEST_KEY] = float(best["value"])
         tags = {"best_trial": str(best["number"]), "best_variant": best["variant"],
                 "best_command": best["command"], "best_run_id": str(best["mlflow_run_id"])} if best else {}
         finish_parent_run(
@@ -256,7 +272,3 @@ def _importances(study: optuna.Study) -> dict[str, float]:
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # too few or identical trials
         log.info("parameter importances not available: %s", exc)
         return {}
-
-
-def importances_json(result: SearchResult) -> str:
-    return json.dumps(result.importances, indent=2)

@@ -33,39 +33,68 @@ of the file replace the defaults of the same name. Example::
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from harness.errors import ConfigError
+from harness.presets import DatasetPreset
+from variants import VariantSpec, build_head, format_ratio, list_variants, parse_ratio, parse_variant_name
 
-__all__ = ["RATIO_CHOICES", "SearchSpace", "default_space", "design_of", "load_space_file"]
+__all__ = ["BLANK", "RATIO_CHOICES", "SearchSpace", "blanks", "default_space", "design_of", "fill_design",
+           "load_space_file"]
 
-RATIO_CHOICES = ("2", "3", "4", "6", "1-2", "1-3", "1-4", "1-6")
-_RATIO_RE = re.compile(r"(?<=[EA])\d+(?:-\d+)?")
+# The paper's reduction ratios (PAPER.md §2.4): squeeze r > 1 and expansion r < 1.
+RATIO_CHOICES = tuple(format_ratio(r) for r in (*map(Fraction, (2, 3, 4, 6)),
+                                                *(Fraction(1, n) for n in (2, 3, 4, 6))))
+BLANK = "*"
+# A design is a variant name with a blank for each searched ratio. The variants package owns the
+# naming rule, so a blank travels through it as this stand-in ratio (written "1-997", a ratio no
+# design uses) and becomes BLANK in the name only at the end.
+_SLOT = Fraction(1, 997)
 _SPECIAL = ("design", "variant", "excitation_ratio", "aggregation_ratio")
 
 
 def design_of(name: str) -> str:
     """``meanP_E4_A1-4`` -> ``meanP_E*_A*``; names without blocks are their own design."""
-    return _RATIO_RE.sub("*", name)
+    spec = parse_variant_name(name)
+    slotted = replace(spec, excitation=_SLOT if spec.excitation is not None else None,
+                      aggregation=_SLOT if spec.aggregation is not None else None)
+    return slotted.name.replace(format_ratio(_SLOT), BLANK)
 
 
-def _build(design: str, e_ratio: str | None, a_ratio: str | None) -> str:
-    """Fill a design's ``*`` with ratios (E first, then A), validated by the variant spec."""
-    from variants import parse_variant_name
+@lru_cache(maxsize=256)
+def _design_spec(design: str) -> VariantSpec:
+    """The spec of a design, its blanks held by the stand-in ratio (ValueError if not a design)."""
+    return parse_variant_name(design.replace(BLANK, format_ratio(_SLOT)))
 
-    parts = design.split("*")
-    ratios = [r for r in (e_ratio, a_ratio) if r is not None] if design.count("*") == 2 else \
-        [e_ratio if "E*" in design else a_ratio]
-    if len(parts) - 1 != len(ratios) or any(r is None for r in ratios):
-        raise ValueError(f"design {design!r} needs {len(parts) - 1} ratio(s), got {ratios}")
-    name = parts[0] + "".join(str(r) + p for r, p in zip(ratios, parts[1:]))
-    return parse_variant_name(name).name  # canonical, and raises ValueError if invalid
+
+def blanks(design: str) -> tuple[bool, bool]:
+    """Whether the design leaves its excitation ratio and its aggregation ratio to the search."""
+    spec = _design_spec(design)
+    return spec.excitation == _SLOT, spec.aggregation == _SLOT
+
+
+def fill_spec(design: str, e_ratio: str | None, a_ratio: str | None) -> VariantSpec:
+    """The spec of a design with its blanks filled (validated by the spec: ValueError if invalid)."""
+    spec = _design_spec(design)
+    e_blank, a_blank = blanks(design)
+    missing = [block for block, blank, ratio in (("excitation", e_blank, e_ratio), ("aggregation", a_blank, a_ratio))
+               if blank and ratio is None]
+    if missing:
+        raise ValueError(f"design {design!r} needs a ratio for its {' and '.join(missing)} block")
+    return replace(spec, excitation=parse_ratio(e_ratio) if e_blank else spec.excitation,
+                   aggregation=parse_ratio(a_ratio) if a_blank else spec.aggregation)
+
+
+def fill_design(design: str, e_ratio: str | None, a_ratio: str | None) -> str:
+    """Fill a design's blanks with ratios: ``fill_design("meanP_E*_A*", "1-3", "6") == "meanP_E1-3_A6"``."""
+    return fill_spec(design, e_ratio, a_ratio).name
 
 
 @dataclass(frozen=True)
@@ -113,8 +142,7 @@ class SearchSpace:
         """True when some parameters exist only for some designs (TPE then groups them)."""
         if self.variants:
             return False
-        kinds = {("E*" in d, "A*" in d) for d in self.designs}
-        return len(kinds) > 1
+        return len({blanks(d) for d in self.designs}) > 1
 
     def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, Any]]:
         """Draw a variant name and preset overrides (values keep their Python types)."""
@@ -122,11 +150,10 @@ class SearchSpace:
             variant = str(trial.suggest_categorical("variant", list(self.variants)))
         else:
             design = str(trial.suggest_categorical("design", list(self.designs)))
-            e = str(trial.suggest_categorical("excitation_ratio", list(self.excitation_ratio))) \
-                if "E*" in design else None
-            a = str(trial.suggest_categorical("aggregation_ratio", list(self.aggregation_ratio))) \
-                if "A*" in design else None
-            variant = _build(design, e, a) if "*" in design else design
+            e_blank, a_blank = blanks(design)
+            e = str(trial.suggest_categorical("excitation_ratio", list(self.excitation_ratio))) if e_blank else None
+            a = str(trial.suggest_categorical("aggregation_ratio", list(self.aggregation_ratio))) if a_blank else None
+            variant = fill_design(design, e, a)
         overrides: dict[str, Any] = dict(self.fixed)
         for p in self.params:
             overrides[p.name] = p.suggest(trial)
@@ -136,11 +163,7 @@ class SearchSpace:
         """One variant the space can produce (validated before a study starts)."""
         if self.variants:
             return self.variants[0]
-        design = self.designs[0]
-        if "*" not in design:
-            return design
-        return _build(design, self.excitation_ratio[0] if "E*" in design else None,
-                      self.aggregation_ratio[0] if "A*" in design else None)
+        return fill_design(self.designs[0], self.excitation_ratio[0], self.aggregation_ratio[0])
 
     def describe(self) -> list[tuple[str, str]]:
         rows: list[tuple[str, str]] = []
@@ -148,9 +171,9 @@ class SearchSpace:
             rows.append(("variant", "{" + ", ".join(self.variants) + "}"))
         else:
             rows.append(("design", "{" + ", ".join(self.designs) + "}"))
-            if any("E*" in d for d in self.designs):
+            if any(blanks(d)[0] for d in self.designs):
                 rows.append(("excitation_ratio", "{" + ", ".join(self.excitation_ratio) + "}"))
-            if any("A*" in d for d in self.designs):
+            if any(blanks(d)[1] for d in self.designs):
                 rows.append(("aggregation_ratio", "{" + ", ".join(self.aggregation_ratio) + "}"))
         rows += [(p.name, p.describe()) for p in self.params]
         rows += [(k, f"fixed {v}") for k, v in self.fixed]
@@ -161,22 +184,15 @@ class SearchSpace:
 
 
 def _preset_fields() -> set[str]:
-    from harness.presets import DatasetPreset
-
     return {f.name for f in fields(DatasetPreset)} - {"name", "reader", "train_split", "test_split"}
 
 
 def _ratio_fits(design: str, ratio: str, max_frames: int) -> bool:
-    """Whether a design with this ratio builds a head for ``max_frames`` frames."""
-    import torch
-
-    from variants import build_head, parse_variant_name
-
+    """Whether a design with this ratio (in each of its blanks) builds a head for ``max_frames`` frames."""
     try:
-        name = _build(design, ratio if "E*" in design else None, ratio if "A*" in design else None) \
-            if design.count("*") < 2 else _build(design, ratio, ratio)
+        spec = fill_spec(design, ratio, ratio)
         with torch.device("meta"):
-            build_head(parse_variant_name(name), num_frames=max_frames, embed_dim=64)
+            build_head(spec, num_frames=max_frames, embed_dim=64)
     except ValueError:
         return False
     return True
@@ -184,17 +200,15 @@ def _ratio_fits(design: str, ratio: str, max_frames: int) -> bool:
 
 def default_space(pattern: str, *, batch_size: int, max_frames: int) -> SearchSpace:
     """The documented default space (module docstring) for variants matching ``pattern``."""
-    from variants import list_variants
-
     patterns = [p.strip() for p in pattern.split(",") if p.strip()]
     names = list_variants(patterns)
     if not names:
         raise ConfigError(f"--variants {pattern!r} matches no registered variant; `eabench variants` lists them")
     designs = tuple(dict.fromkeys(design_of(n) for n in names))
     e_ok = tuple(r for r in RATIO_CHOICES
-                 if all(_ratio_fits(d, r, max_frames) for d in designs if "E*" in d))
+                 if all(_ratio_fits(d, r, max_frames) for d in designs if blanks(d)[0]))
     a_ok = tuple(r for r in RATIO_CHOICES
-                 if all(_ratio_fits(d, r, max_frames) for d in designs if "A*" in d))
+                 if all(_ratio_fits(d, r, max_frames) for d in designs if blanks(d)[1]))
     batches = tuple(sorted({b for b in (batch_size // 4, batch_size // 2, batch_size) if b >= 2}))
     params = (
         Param("lr", low=1e-5, high=1e-2, log=True),
@@ -256,8 +270,6 @@ def load_space_file(path: Path, base: SearchSpace) -> SearchSpace:
     fixed = dict(base.fixed)
     designs, variants = base.designs, base.variants
     e_ratio, a_ratio = base.excitation_ratio, base.aggregation_ratio
-    from variants import parse_variant_name
-
     for name, value in data.items():
         if name == "variant":
             if not isinstance(value, list) or not value:
@@ -271,6 +283,12 @@ def load_space_file(path: Path, base: SearchSpace) -> SearchSpace:
         elif name == "design":
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"{path}: design must be a non-empty list like ['meanP_E*_A*', 'seqTransf']")
+            for d in value:
+                try:
+                    _design_spec(str(d))
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: design {d!r} is not a variant name with {BLANK} for its ratios "
+                                      f"({exc})") from None
             designs, variants = tuple(str(v) for v in value), ()
         elif name in ("excitation_ratio", "aggregation_ratio"):
             if not isinstance(value, list) or not value:
@@ -278,12 +296,12 @@ def load_space_file(path: Path, base: SearchSpace) -> SearchSpace:
             clean = []
             for r in value:
                 try:
-                    fr = Fraction(str(r).replace("-", "/"))
-                except (ValueError, ZeroDivisionError):
+                    fr = parse_ratio(str(r))
+                except ValueError:
                     raise ConfigError(f"{path}: {name} value {r!r} is not a ratio; write 4 or '1-4'") from None
                 if fr <= 0 or fr == 1:
                     raise ConfigError(f"{path}: {name} value {r!r} must be positive and not 1")
-                clean.append(str(fr.numerator) if fr.denominator == 1 else f"{fr.numerator}-{fr.denominator}")
+                clean.append(format_ratio(fr))
             if name == "excitation_ratio":
                 e_ratio = tuple(clean)
             else:

@@ -23,6 +23,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from harness.errors import ConfigError
+from harness.tracking import redact_uri
 
 __all__ = ["StorageSpec", "dashboard_command", "open_storage", "resolve_storage"]
 
@@ -44,26 +45,17 @@ class StorageSpec:
 
     @property
     def display(self) -> str:
-        """The string a user would pass back to ``--storage`` or optuna-dashboard (no password)."""
+        """The string a user would pass back to ``--storage`` or optuna-dashboard, without secrets
+        (``harness.tracking.redact_uri``: the userinfo password and password-like query parameters)."""
         if self.kind == "journal":
             return str(self.path)
         assert self.url is not None
-        return _redact(self.url)
+        return redact_uri(self.url)
 
     @property
     def arg(self) -> str:
         """The value that reopens this storage from another process (``--storage`` form)."""
         return str(self.path) if self.kind == "journal" else str(self.url)
-
-
-def _redact(url: str) -> str:
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
 
 
 def resolve_storage(storage: str | None, study_name: str, root: Path = Path("runs")) -> StorageSpec:
@@ -116,16 +108,22 @@ def open_storage(spec: StorageSpec, *, heartbeat: bool = True, open_lock: bool =
         return RDBStorage(spec.url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
     except ImportError as exc:
         raise ConfigError(
-            f"--storage {spec.display}: the database driver is missing ({exc}); "
+            f"--storage {spec.display}: the database driver is missing ({_hide(exc, spec)}); "
             "install it with: pip install 'eabench[postgres]'"
         ) from exc
     except Exception as exc:  # sqlalchemy OperationalError etc.: name the URL and the fix
         if isinstance(exc, optuna.exceptions.OptunaError):
             raise
         raise ConfigError(
-            f"--storage {spec.display}: cannot open the database ({type(exc).__name__}: {exc}). "
+            f"--storage {spec.display}: cannot open the database ({type(exc).__name__}: {_hide(exc, spec)}). "
             "Check that the server runs, the database exists and the user may connect."
         ) from exc
+
+
+def _hide(exc: BaseException, spec: StorageSpec) -> str:
+    """An error's text without the storage URL's secrets (drivers quote the URL they could not use)."""
+    text = str(exc)
+    return text.replace(spec.url, spec.display) if spec.url else text
 
 
 def dashboard_command(spec: StorageSpec) -> str:

@@ -1,9 +1,7 @@
 """Paper-table studies: every variant of a table (times seeds) trained once, resumably, in parallel.
 
-The study is an Optuna ``GridSampler`` over ``{"variant": table_variants(TABLE), "seed": seeds}``
-with grid seed 0 in every worker (different seeds would map trial numbers to different cells,
-STACK.md §1.4) and no pruner. Each trial is one engine run; its value is the best epoch's
-text-to-video R@1.
+The study is an Optuna ``GridSampler`` over the table's variants x seeds (:mod:`studies.grid`)
+and no pruner. Each trial is one engine run; its value is the best epoch's text-to-video R@1.
 
 Exactly-once, even with crashes and several workers:
 
@@ -22,134 +20,57 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.samplers import GridSampler
+
+from harness.train.resources import Resources
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.console import get_console
 from harness.errors import ConfigError
-from studies.context import PARENT_ATTR, StudyContext, ensure_parent_run, finish_parent_run, mark_run_failed
-from studies.trial import run_trial
+from harness.tracking import RunTracker
+from studies.context import (
+    PARENT_ATTR,
+    StudyContext,
+    ensure_parent_run,
+    finish_parent_run,
+    mark_run_failed,
+    resolve_callable,
+    tracking_target,
+)
+from studies.engine_bridge import validate_config
+from studies.gpus import WorkerPlan
+from studies.grid import (
+    GRID_SEED,
+    Cell,
+    Coverage,
+    cell_of,
+    count_complete_cells,
+    coverage,
+    grid_sampler,
+    table_cells,
+)
+from studies.leaderboard import LiveBoard, leaderboard_rows, rows_to_json, trials_loader
+from studies.trial import with_resources, run_trial
 from studies.workers import is_stale, run_processes, start_worker, sweep_stale_trials, worker_logs
 
 __all__ = [
-    "DEFAULT_SEEDS",
-    "GRID_SEED",
-    "CellGridSampler",
-    "Coverage",
+    "DUPLICATE_TAG",
     "TableStudyResult",
-    "coverage",
+    "finish_table_study",
     "prepare_table_study",
     "run_table_study",
     "run_table_worker",
-    "table_cells",
+    "table_title",
 ]
 
 log = logging.getLogger("eabench.studies")
 
-GRID_SEED = 0
-DEFAULT_SEEDS = (42, 43, 44, 45, 46, 47, 48, 49, 50, 51)
-Cell = tuple[str, int]
-
-
-class CellGridSampler(GridSampler):
-    """GridSampler whose ``after_trial`` never stops the study.
-
-    Stopping is the worker loop's decision (it knows about re-queued cells). Optuna 5.0's own
-    ``after_trial`` also raises KeyError for an enqueued trial when one grid cell is left, because
-    enqueued trials carry ``fixed_params`` and no ``grid_id``.
-    """
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        return None
-
-
-def table_cells(variants: Sequence[str], seeds: Sequence[int]) -> list[Cell]:
-    return [(v, int(s)) for v in variants for s in seeds]
-
-
-def _cell_of(params: dict[str, Any]) -> Cell | None:
-    if "variant" not in params or "seed" not in params:
-        return None
-    return (str(params["variant"]), int(params["seed"]))
-
-
-def _cell_key(params: dict[str, Any]) -> Any:
-    return _cell_of(params)
-
-
-def trial_params(t: FrozenTrial) -> dict[str, Any]:
-    """A trial's parameters; a WAITING (enqueued) trial has them only as ``fixed_params``."""
-    if t.params:
-        return dict(t.params)
-    return dict(t.system_attrs.get("fixed_params") or {})
-
-
-@dataclass
-class Coverage:
-    """Per-cell outcome: the counting trial (first COMPLETE), duplicates, and what is missing."""
-
-    cells: list[Cell]
-    complete: dict[Cell, int] = field(default_factory=dict)
-    duplicates: dict[Cell, list[int]] = field(default_factory=dict)
-    running: dict[Cell, list[int]] = field(default_factory=dict)
-    waiting: dict[Cell, list[int]] = field(default_factory=dict)
-    failures: dict[Cell, int] = field(default_factory=dict)     # FAIL trials with an error
-    gave_up: list[Cell] = field(default_factory=list)
-
-    @property
-    def missing(self) -> list[Cell]:
-        return [c for c in self.cells if c not in self.complete]
-
-    @property
-    def done(self) -> bool:
-        return all(c in self.complete or c in self.gave_up for c in self.cells)
-
-    def to_dict(self) -> dict[str, Any]:
-        def name(c: tuple[Any, ...]) -> str:
-            return f"{c[0]}@{c[1]}"
-
-        return {
-            "cells": len(self.cells),
-            "complete": len(self.complete),
-            "missing": [name(c) for c in self.missing],
-            "gave_up": [name(c) for c in self.gave_up],
-            "duplicates": {name(c): ns for c, ns in self.duplicates.items()},
-            "trial_of_cell": {name(c): n for c, n in self.complete.items()},
-        }
-
-
-def coverage(trials: Sequence[FrozenTrial], cells: Sequence[Cell], *, max_failures: int = 2) -> Coverage:
-    cov = Coverage(list(cells))
-    wanted = set(cells)
-    for t in sorted(trials, key=lambda x: x.number):
-        cell = _cell_of(trial_params(t))
-        if cell is None or cell not in wanted:
-            continue
-        if t.state == TrialState.COMPLETE:
-            if cell in cov.complete:
-                cov.duplicates.setdefault(cell, []).append(t.number)
-            else:
-                cov.complete[cell] = t.number
-        elif t.state == TrialState.RUNNING:
-            cov.running.setdefault(cell, []).append(t.number)
-        elif t.state == TrialState.WAITING:
-            cov.waiting.setdefault(cell, []).append(t.number)
-        elif t.state == TrialState.FAIL and "error" in t.user_attrs:
-            cov.failures[cell] = cov.failures.get(cell, 0) + 1
-    cov.gave_up = [c for c in cells if c not in cov.complete and cov.failures.get(c, 0) >= max_failures]
-    return cov
-
-
-def _grid(variants: Sequence[str], seeds: Sequence[int]) -> dict[str, list]:
-    return {"variant": list(variants), "seed": [int(s) for s in seeds]}
-
-
-def _sampler(variants: Sequence[str], seeds: Sequence[int]) -> CellGridSampler:
-    return CellGridSampler(_grid(variants, seeds), seed=GRID_SEED)
+# Tag on the MLflow run of a duplicate trial: the run id of the cell's counting run.
+DUPLICATE_TAG = "eabench.duplicate_of"
 
 
 # --------------------------------------------------------------------------------------- launcher
@@ -165,12 +86,10 @@ def prepare_table_study(ctx: StudyContext, variants: Sequence[str], seeds: Seque
         raise ConfigError(f"--variants lists a name twice: {', '.join(variants)}")
     if not seeds:
         raise ConfigError("--seeds must be at least 1")
-    from studies.engine_bridge import validate_config
-
-    make_config = _resolve(ctx.config_factory)
+    make_config = resolve_callable(ctx.config_factory)
     for v in variants:  # fail now, naming the variant, rather than once per trial later
-        validate_config(make_config(ctx, v, int(seeds[0]), {}))
-    study = ctx.open_study(sampler=_sampler(variants, seeds), create=True)
+        validate_config(make_config(ctx, v, int(seeds[0]), {}), ctx.nproc_per_trial)
+    study = ctx.open_study(sampler=grid_sampler(variants, seeds), create=True)
     grid = {"variants": list(variants), "seeds": [int(s) for s in seeds]}
     old = study.user_attrs.get("grid")
     if old is not None and old != grid:
@@ -189,12 +108,6 @@ def prepare_table_study(ctx: StudyContext, variants: Sequence[str], seeds: Seque
     return ensure_parent_run(ctx, study)
 
 
-def _resolve(ref: Any) -> Callable[..., Any]:
-    from studies.context import resolve_callable
-
-    return resolve_callable(ref)
-
-
 # ----------------------------------------------------------------------------------------- worker
 def run_table_worker(
     ctx: StudyContext,
@@ -211,10 +124,11 @@ def run_table_worker(
 
     The study must exist (``prepare_table_study``). ``max_trials`` bounds this worker's trials.
     """
-    trainer = _resolve(ctx.trainer)
-    make_config = _resolve(ctx.config_factory)
+    # one Resources for all trials of this worker: CLIP, frame caches and features load once
+    trainer = with_resources(resolve_callable(ctx.trainer), Resources())
+    make_config = resolve_callable(ctx.config_factory)
     cells = table_cells(variants, seeds)
-    study = ctx.open_study(sampler=_sampler(variants, seeds), create=False)
+    study = ctx.open_study(sampler=grid_sampler(variants, seeds), create=False)
     parent_run_id = study.user_attrs.get(PARENT_ATTR)
     ran = 0
     queued: dict[Cell, int] = {}
@@ -238,7 +152,7 @@ def run_table_worker(
             on_trial(frozen)
 
     while max_trials is None or ran < max_trials:
-        sweep_stale_trials(study, stale_after_s=ctx.stale_after_s, cell_key=_cell_key,
+        sweep_stale_trials(study, stale_after_s=ctx.stale_after_s, cell_key=cell_of,
                            on_swept=lambda s: mark_run_failed(ctx, s.mlflow_run_id, trial_number=s.number))
         trials = study.get_trials(deepcopy=False)
         cov = coverage(trials, cells, max_failures=max_failures)
@@ -269,7 +183,7 @@ def run_table_worker(
 
 def _taken_by(study: optuna.Study, number: int, cell: Cell, *, stale_after_s: float) -> int | None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if t.number == number or _cell_of(t.params) != cell:
+        if t.number == number or cell_of(t.params) != cell:
             continue
         if t.state == TrialState.COMPLETE:
             return t.number
@@ -279,10 +193,31 @@ def _taken_by(study: optuna.Study, number: int, cell: Cell, *, stale_after_s: fl
 
 
 def _worker_process(ctx: StudyContext, variants: list[str], seeds: list[int], n_workers: int, index: int,
-                    log_file: str | None = None) -> None:
+                    log_file: str | None = None, gpus: tuple[int, ...] | None = None) -> None:
     """Entry point of a spawned worker process (module level so spawn can import it)."""
-    start_worker(index, n_workers, log_file)
+    start_worker(index, n_workers, log_file, gpus)
     run_table_worker(ctx, variants, seeds)
+
+
+def _run_workers(ctx: StudyContext, variants: list[str], seeds: list[int], layout: WorkerPlan, *, live: bool,
+                 max_failures: int) -> list[int | None]:
+    """The workers of ``layout``: one unpinned worker runs here, others (or any pinned to GPUs) are
+    spawned processes. Returns their exit codes."""
+    if layout.n_workers == 1 and not layout.pinned:
+        run_table_worker(ctx, variants, seeds, max_failures=max_failures)
+        return [0]
+    n = layout.n_workers
+    logs = worker_logs(ctx, n) if live else [None] * n
+    if live:
+        log.info("worker logs: %s", ", ".join(str(p) for p in logs))
+    return run_processes(_worker_process,
+                         [(ctx, variants, seeds, n, i, logs[i], layout.slots[i]) for i in range(n)],
+                         [f"{ctx.study_name}-w{i}" for i in range(n)])
+
+
+def table_title(ctx: StudyContext, variants: Sequence[str], seeds: Sequence[int]) -> str:
+    """How the leaderboard names a table study."""
+    return f"{ctx.study_name}: {len(variants)} variants x {len(seeds)} seed(s)"
 
 
 @dataclass
@@ -292,10 +227,10 @@ class TableStudyResult:
     parent_run_id: str | None
     coverage: Coverage
     trials: list[FrozenTrial]
+    context: StudyContext | None = field(default=None, repr=False)
+    title: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        from studies.leaderboard import leaderboard_rows, rows_to_json
-
         return {
             "study": self.study_name,
             "storage": self.storage,
@@ -310,51 +245,50 @@ def run_table_study(
     variants: Sequence[str],
     seeds: Sequence[int],
     *,
-    workers: int = 1,
-    board: Any = None,
+    workers: int | WorkerPlan = 1,
+    board: bool = False,
+    live: bool = False,
     max_failures: int = 2,
-    worker_log_dir: bool = False,
 ) -> TableStudyResult:
-    """Launch a table study: prepare, run ``workers`` processes (1 = in this process), check coverage.
+    """Launch a table study: prepare, run the workers, check coverage.
 
-    ``board`` is a context-manager factory ``(study, n_cells) -> LiveBoard`` or None;
-    ``worker_log_dir`` sends worker logs to ``<storage folder>/<study>.w<i>.log`` files.
+    ``workers``: a number of unpinned worker processes (1 = in this process), or a
+    :class:`~studies.gpus.WorkerPlan` (GPUs per worker; its trials run ``ctx.nproc_per_trial``
+    processes each). ``board`` shows the leaderboard on stderr while the study runs: redrawn in
+    place when ``live`` (a terminal), else one log line per finished trial. With ``live`` the
+    workers log to files ``<storage folder>/<study>.w<i>.log``, so their lines do not tear through
+    the display.
     """
     variants, seeds = list(variants), [int(s) for s in seeds]
+    layout = workers if isinstance(workers, WorkerPlan) else WorkerPlan((None,) * max(1, workers),
+                                                                         ctx.nproc_per_trial)
     cells = table_cells(variants, seeds)
     parent = prepare_table_study(ctx, variants, seeds)
-    study = ctx.open_study(sampler=_sampler(variants, seeds), create=False)
+    study = ctx.open_study(sampler=grid_sampler(variants, seeds), create=False)
     # Sweep once here, before workers start, so they do not all race to re-queue the same cells.
-    sweep_stale_trials(study, stale_after_s=ctx.stale_after_s, cell_key=_cell_key,
+    sweep_stale_trials(study, stale_after_s=ctx.stale_after_s, cell_key=cell_of,
                        on_swept=lambda s: mark_run_failed(ctx, s.mlflow_run_id, trial_number=s.number))
-    from contextlib import nullcontext
-
-    display = board(study, len(cells)) if board is not None else nullcontext()
+    display = LiveBoard(trials_loader(study), console=get_console(), live=live, title=table_title(ctx, variants, seeds),
+                        total=len(cells), count_done=lambda trials: count_complete_cells(trials, cells)) \
+        if board else nullcontext()
+    if layout.n_workers > 1 or layout.pinned or layout.nproc_per_trial > 1:
+        log.info("%s: %s", ctx.study_name, layout.describe())
     with display:
-        if workers <= 1:
-            run_table_worker(ctx, variants, seeds, max_failures=max_failures)
-        else:
-            logs = worker_logs(ctx, workers) if worker_log_dir else [None] * workers
-            if worker_log_dir:
-                log.info("worker logs: %s", ", ".join(str(p) for p in logs))
-            codes = run_processes(_worker_process,
-                                  [(ctx, variants, seeds, workers, i, logs[i]) for i in range(workers)],
-                                  [f"{ctx.study_name}-w{i}" for i in range(workers)])
-            if any(codes):
-                log.warning("finishing the cells of the failed worker(s) here")
-        # Coverage: whatever a crashed worker left behind is swept, queued and run here.
+        codes = _run_workers(ctx, variants, seeds, layout, live=live, max_failures=max_failures)
+        if any(codes):
+            log.warning("finishing the cells of the failed worker(s) with one worker")
+        # Coverage: whatever a crashed worker left behind is swept, queued and run by one worker.
         cov = coverage(study.get_trials(deepcopy=False), cells, max_failures=max_failures)
         if not cov.done:
             log.info("coverage: %d of %d cells missing; running them", len(cov.missing), len(cells))
-            run_table_worker(ctx, variants, seeds, max_failures=max_failures)
+            _run_workers(ctx, variants, seeds, WorkerPlan(layout.slots[:1], layout.nproc_per_trial), live=live,
+                         max_failures=max_failures)
     return finish_table_study(ctx, study, variants, seeds, parent, max_failures=max_failures)
 
 
 def finish_table_study(ctx: StudyContext, study: optuna.Study, variants: Sequence[str], seeds: Sequence[int],
                        parent: str | None, *, max_failures: int = 2) -> TableStudyResult:
     """Final coverage check; logs the leaderboard to the parent run and closes it when complete."""
-    from studies.leaderboard import leaderboard_rows, rows_to_json
-
     trials = study.get_trials(deepcopy=False)
     cells = table_cells(variants, seeds)
     cov = coverage(trials, cells, max_failures=max_failures)
@@ -367,7 +301,8 @@ def finish_table_study(ctx: StudyContext, study: optuna.Study, variants: Sequenc
                     ", ".join(f"{v}@{s}" for v, s in cov.missing))
     else:
         log.info("coverage: all %d cells have exactly one counting COMPLETE trial", len(cells))
-    result = TableStudyResult(ctx.study_name, ctx.storage.display, parent, cov, list(trials))
+    result = TableStudyResult(ctx.study_name, ctx.storage.display, parent, cov, list(trials), ctx,
+                              table_title(ctx, variants, seeds))
     if parent and not (cov.missing and cov.running):  # other workers still busy: leave it open
         rows = rows_to_json(leaderboard_rows(trials))
         finish_parent_run(
@@ -381,22 +316,18 @@ def finish_table_study(ctx: StudyContext, study: optuna.Study, variants: Sequenc
 
 
 def _tag_duplicate_runs(ctx: StudyContext, trials: Sequence[FrozenTrial], cov: Coverage) -> None:
-    """Tag the MLflow runs of duplicate trials ``eabench.duplicate_of=<counting run id>``.
+    """Tag the MLflow runs of duplicate trials ``DUPLICATE_TAG=<counting run id>``.
 
     Reports read finished child runs by study tag; the tag lets them keep one run per cell.
     """
     by_number = {t.number: t for t in trials}
     try:
-        from mlflow.tracking import MlflowClient
-
-        from studies.context import tracking_target
-
-        client = MlflowClient(tracking_uri=tracking_target(ctx).uri)
+        target = tracking_target(ctx)
         for cell, numbers in cov.duplicates.items():
             first = by_number[cov.complete[cell]].user_attrs.get("mlflow_run_id", "")
             for n in numbers:
                 run_id = by_number[n].user_attrs.get("mlflow_run_id")
                 if run_id:
-                    client.set_tag(run_id, "eabench.duplicate_of", first)
+                    RunTracker(target, run_id).set_tags({DUPLICATE_TAG: first})
     except Exception as exc:  # noqa: BLE001 - tagging is a courtesy to reports, never fatal
         log.warning("could not tag duplicate runs: %s", exc)

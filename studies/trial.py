@@ -1,27 +1,39 @@
 """One Optuna trial = one training run of the engine, with its bookkeeping in the trial.
 
-Shared by table and search studies. The trial records its worker (for the sweeper), refreshes
-a heartbeat and the last epoch's metrics after every epoch (the live leaderboard reads them),
-optionally reports T2V R@1 to the pruner, and finally stores the MLflow run id and the best
-epoch's metrics as user attributes. The objective value is the best epoch's T2V R@1.
+Shared by table and search studies. The trial records its worker (for the sweeper), keeps a
+heartbeat thread beating while it trains (:class:`studies.liveness.Heartbeat`), stores the last
+epoch's metrics and the count of skipped (non-finite) steps after every epoch (the live
+leaderboard reads them), optionally reports T2V R@1 to the pruner, and finally stores the MLflow
+run id and the best epoch's metrics as user attributes. The objective value is the best epoch's
+T2V R@1. With ``ctx.nproc_per_trial`` > 1 the run is a torchrun job (:mod:`studies.torchrun`).
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
 
+from harness.presets import get_preset, override
+from harness.tracking import resolve_uri
+from harness.train.schema import DIRECTIONS, METRIC_SKIPPED, TAG_SEED, TAG_STUDY, TAG_TRIAL, best_key, metric_key
 from studies.context import StudyContext
-from studies.workers import worker_attrs
+from studies.liveness import Heartbeat, worker_attrs
 
-__all__ = ["OBJECTIVE_KEY", "run_trial"]
+__all__ = ["OBJECTIVE", "OBJECTIVE_BEST_KEY", "OBJECTIVE_KEY", "run_trial"]
 
 log = logging.getLogger("eabench.studies")
 
-OBJECTIVE_KEY = "t2v/R1"
+# Every study maximises text-to-video R@1, the metric training also picks its best epoch by.
+OBJECTIVE: tuple[str, str] = ("t2v", "R1")
+OBJECTIVE_KEY = metric_key(*OBJECTIVE)          # per epoch, as on_epoch reports it
+OBJECTIVE_BEST_KEY = best_key(*OBJECTIVE)       # the best epoch's value, as MLflow holds it
+_PER_DIRECTION = tuple(f"{d}/" for d in DIRECTIONS)
 
 
 def _as_plain(d: Mapping[str, Any] | None) -> dict[str, float]:
@@ -32,6 +44,19 @@ def _as_plain(d: Mapping[str, Any] | None) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return out
+
+
+def with_resources(trainer: Callable[..., Any], resources: Any) -> Callable[..., Any]:
+    """``trainer`` with ``resources=`` bound when it takes that keyword (the engine's
+    ``run_training`` does: CLIP, frame caches and frozen features then load once per worker);
+    other trainers (tests' fakes, user functions) are returned unchanged."""
+    try:
+        params = inspect.signature(trainer).parameters
+    except (TypeError, ValueError):
+        return trainer
+    if "resources" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return functools.partial(trainer, resources=resources)
+    return trainer
 
 
 def run_trial(
@@ -63,7 +88,9 @@ def run_trial(
         plain = _as_plain(metrics)
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("last_epoch", int(epoch))
-        trial.set_user_attr("last_metrics", {k: v for k, v in plain.items() if k.startswith(("t2v/", "v2t/"))})
+        if plain.get(METRIC_SKIPPED):  # cumulative over the run
+            trial.set_user_attr("skipped_steps", int(plain[METRIC_SKIPPED]))
+        trial.set_user_attr("last_metrics", {k: v for k, v in plain.items() if k.startswith(_PER_DIRECTION)})
         run_id = metrics.get("run_id") if isinstance(metrics, Mapping) else None
         if run_id and "mlflow_run_id" not in trial.user_attrs:
             trial.set_user_attr("mlflow_run_id", str(run_id))
@@ -77,24 +104,36 @@ def run_trial(
                 trial.set_user_attr("pruned_at_epoch", int(epoch))
                 raise optuna.TrialPruned(f"T2V R@1 {plain[OBJECTIVE_KEY]:.2f} at epoch {epoch}")
 
-    tags = {"optuna.study": ctx.study_name, "optuna.trial": str(trial.number), "seed": str(seed)}
+    tags = {TAG_STUDY: ctx.study_name, TAG_TRIAL: str(trial.number), TAG_SEED: str(seed)}
     run_name = f"{ctx.study_name}/t{trial.number:04d}-{variant}-s{seed}"
+    if ctx.nproc_per_trial > 1:
+        from studies.torchrun import run_torchrun_trial
+
+        workdir = Path(ctx.runs_root) / "studies" / "jobs" / f"{ctx.study_name}-t{trial.number:04d}"
+        trainer = functools.partial(run_torchrun_trial, nproc=ctx.nproc_per_trial, trainer=ctx.trainer,
+                                    workdir=workdir)
     try:
-        result = trainer(cfg, on_epoch=on_epoch, parent_run_id=parent_run_id, run_name=run_name,
-                         tags=tags, tracking_uri=_tracking_uri(ctx))
+        with Heartbeat(trial, ctx.heartbeat_interval_s):
+            result = trainer(cfg, on_epoch=on_epoch, parent_run_id=parent_run_id, run_name=run_name,
+                             tags=tags, tracking_uri=_tracking_uri(ctx))
     except optuna.TrialPruned:
         raise
     except Exception as exc:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
         raise
     trial.set_user_attr("mlflow_run_id", str(result.run_id))
-    t2v, v2t = _as_plain(result.t2v), _as_plain(result.v2t)
-    trial.set_user_attr("t2v", t2v)
-    trial.set_user_attr("v2t", v2t)
+    skipped = int(getattr(result, "skipped_steps", 0) or 0)
+    if skipped or "skipped_steps" in trial.user_attrs:
+        trial.set_user_attr("skipped_steps", skipped)
+    best = {d: _as_plain(getattr(result, d)) for d in DIRECTIONS}  # the best epoch's metrics
+    for direction, values in best.items():
+        trial.set_user_attr(direction, values)
     trial.set_user_attr("best_epoch", int(result.best_epoch))
-    if "R1" not in t2v:
-        raise ValueError(f"trainer returned no T2V R1 for {variant} (got keys {sorted(t2v)})")
-    return t2v["R1"]
+    direction, metric = OBJECTIVE
+    if metric not in best[direction]:
+        raise ValueError(f"trainer returned no {OBJECTIVE_KEY} for {variant} (got {direction} keys "
+                         f"{sorted(best[direction])})")
+    return best[direction][metric]
 
 
 def _total_epochs(ctx: StudyContext, cfg: Any, overrides: Mapping[str, str]) -> int | None:
@@ -102,14 +141,10 @@ def _total_epochs(ctx: StudyContext, cfg: Any, overrides: Mapping[str, str]) -> 
     if isinstance(epochs, int):
         return epochs
     try:
-        from harness.presets import get_preset, override
-
         return int(override(get_preset(ctx.dataset), {**ctx.sets_dict, **dict(overrides)}).epochs)
     except Exception:  # noqa: BLE001 - only cosmetic: the bar then has no total
         return None
 
 
 def _tracking_uri(ctx: StudyContext) -> str:
-    from harness.tracking import resolve_uri
-
     return resolve_uri(ctx.runs_root, ctx.tracking_uri)

@@ -1,90 +1,48 @@
-"""Worker bookkeeping: who runs a trial, whether that worker still lives, and the sweeper.
+"""Worker processes of a study and the sweeper of trials whose worker died.
 
-The journal storage has no heartbeat, so a worker killed with ``kill -9`` leaves its trial
-RUNNING forever (STACK.md §1.7). Every trial therefore records the worker that runs it
-(``worker_host``, ``worker_pid``) and refreshes ``heartbeat`` (a Unix time) after every epoch.
-At start-up and between trials each worker sweeps: a RUNNING trial whose process is gone from
-this host, or whose heartbeat on another host is older than ``stale_after_s``, is told FAIL and
-its cell is queued again with :meth:`optuna.Study.enqueue_trial` carrying all its parameters.
+Who runs a trial and whether that worker still lives is :mod:`studies.liveness`. At start-up
+and between trials each worker sweeps: a RUNNING trial whose worker is dead (see
+:func:`studies.liveness.is_stale`) is told FAIL and its cell is queued again with
+:meth:`optuna.Study.enqueue_trial` carrying all its parameters.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
-import socket
-import time
-from collections.abc import Callable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from harness.console import set_console
+from studies.gpus import pin_gpus
+from studies.liveness import DEFAULT_STALE_AFTER_S, HOST, is_stale, process_alive, worker_attrs
+from studies.logs import setup_logging
 
 __all__ = [
     "DEFAULT_STALE_AFTER_S",
     "HOST",
+    "interrupt_on_sigterm",
     "is_stale",
     "process_alive",
     "run_processes",
     "set_worker_threads",
     "start_worker",
     "sweep_stale_trials",
+    "trial_params",
     "worker_attrs",
     "worker_logs",
 ]
 
 log = logging.getLogger("eabench.studies")
-
-HOST = socket.gethostname()
-# Other hosts: a trial whose heartbeat is this old is presumed dead. An epoch of the paper protocol
-# on a slow GPU stays well below an hour; the heartbeat is refreshed after every epoch.
-DEFAULT_STALE_AFTER_S = 2 * 3600.0
-
-
-def worker_attrs() -> dict[str, Any]:
-    """User attributes that identify the current process as the worker of a trial."""
-    now = time.time()
-    return {"worker_host": HOST, "worker_pid": os.getpid(), "heartbeat": now}
-
-
-def process_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host (signal 0 probes without killing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    # A zombie (killed, not yet reaped by its parent) still answers signal 0; treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def _last_sign_of_life(trial: FrozenTrial) -> float:
-    beat = trial.user_attrs.get("heartbeat")
-    if isinstance(beat, (int, float)):
-        return float(beat)
-    if trial.datetime_start is not None:
-        return trial.datetime_start.timestamp()
-    return time.time()
-
-
-def is_stale(trial: FrozenTrial, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
-             now: float | None = None) -> bool:
-    """Whether a RUNNING trial's worker is dead (see module docstring)."""
-    if trial.state != TrialState.RUNNING:
-        return False
-    now = time.time() if now is None else now
-    host, pid = trial.user_attrs.get("worker_host"), trial.user_attrs.get("worker_pid")
-    if host == HOST and isinstance(pid, int):
-        if pid == os.getpid():
-            return False
-        return not process_alive(pid)
-    return now - _last_sign_of_life(trial) > stale_after_s
 
 
 @dataclass(frozen=True)
@@ -115,11 +73,11 @@ def sweep_stale_trials(
     key = cell_key or (lambda p: tuple(sorted(p.items())))
     stale_numbers = {t.number for t in stale}
     taken = {
-        key(_params(t))
+        key(trial_params(t))
         for t in trials
         if t.number not in stale_numbers
         and t.state in (TrialState.WAITING, TrialState.COMPLETE, TrialState.RUNNING)
-        and _params(t)
+        and trial_params(t)
     }
     swept: list[SweptTrial] = []
     for t in stale:
@@ -145,8 +103,8 @@ def sweep_stale_trials(
     return swept
 
 
-def _params(t: FrozenTrial) -> dict[str, Any]:
-    # Enqueued (WAITING) trials keep their parameters as the system attribute "fixed_params".
+def trial_params(t: FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters; an enqueued (WAITING) trial has them only as ``fixed_params``."""
     return dict(t.params) if t.params else dict(t.system_attrs.get("fixed_params") or {})
 
 
@@ -158,34 +116,43 @@ def set_worker_threads(n_workers: int) -> int:
     """Split this host's cores between ``n_workers`` processes (one torch thread pool each)."""
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(1, n_workers))
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    torch.set_num_threads(threads)
     return threads
 
 
-def start_worker(index: int, n_workers: int, log_file: str | None) -> int:
-    """Set up a spawned worker process: logging (to ``log_file`` if given) and its thread share.
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
-    With a live display in the launcher, workers write their logs to files instead of the
-    terminal, so their lines do not tear through the leaderboard.
+
+def interrupt_on_sigterm() -> Any:
+    """SIGTERM (kill, scancel, a SLURM time limit) ends this process as Ctrl-C does: the running
+    trial's MLflow run ends KILLED with its ``last.pt`` kept, a torchrun job is stopped, and the
+    trial's cell is queued again by the next run of the study. Returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
+def start_worker(index: int, n_workers: int, log_file: str | None, gpus: Sequence[int] | None = None) -> int:
+    """Set up a spawned worker process: its GPUs, logging (to ``log_file`` if given), its thread share.
+
+    ``gpus`` (indices among the launcher's visible devices) become this process's
+    ``CUDA_VISIBLE_DEVICES`` before anything touches CUDA. With a live display in the launcher,
+    workers write their logs to files instead of the terminal, so their lines do not tear through
+    the leaderboard.
     """
-    from studies.logs import setup_logging
-
+    if gpus is not None:
+        pin_gpus(gpus)
+    interrupt_on_sigterm()
     if log_file:
-        from rich.console import Console
-
-        from harness.console import set_console
-
         fh = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the process
         set_console(Console(file=fh, force_terminal=False, width=120))
     setup_logging(prefix=f"w{index}")
     threads = set_worker_threads(n_workers)
-    log.info("worker %d/%d started on %s, pid %d, %d torch threads", index + 1, n_workers, HOST, os.getpid(),
-             threads)
+    where = f", GPUs {','.join(map(str, gpus))} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})" \
+        if gpus is not None else ""
+    log.info("worker %d/%d started on %s, pid %d, %d torch threads%s", index + 1, n_workers, HOST, os.getpid(),
+             threads, where)
     return threads
 
 
@@ -195,8 +162,6 @@ def run_processes(target: Callable[..., None], arg_tuples: list[tuple], names: l
     ``spawn`` (not fork): each worker starts clean, without the parent's threads, CUDA context or
     open database connections. Ctrl-C terminates the workers; their trials are swept on the next run.
     """
-    import multiprocessing as mp
-
     spawn = mp.get_context("spawn")
     procs = [spawn.Process(target=target, args=args, name=name) for args, name in zip(arg_tuples, names)]
     for p in procs:
@@ -218,8 +183,6 @@ def run_processes(target: Callable[..., None], arg_tuples: list[tuple], names: l
 
 def worker_logs(ctx: Any, n_workers: int) -> list[str]:
     """Log file paths of a study's workers, beside its journal (or under the runs folder)."""
-    from pathlib import Path
-
     folder = ctx.storage.path.parent if ctx.storage.kind == "journal" else Path(ctx.runs_root) / "studies"
     folder.mkdir(parents=True, exist_ok=True)
     return [str(folder / f"{ctx.study_name}.w{i}.log") for i in range(n_workers)]

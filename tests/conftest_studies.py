@@ -31,7 +31,7 @@ _SESSION: dict[str, Path] = {}
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.data.synthetic import SyntheticConfig, generate_synthetic
+    from harness.synthetic import SyntheticConfig, generate_synthetic
 
     if "synth" not in _SESSION:
         root = tmp_path_factory.mktemp("studies_synth") / "synthetic"
@@ -90,7 +90,7 @@ def child_runs(store: Path, parent_run_id: str) -> list[Any]:
 # ------------------------------------------------------------------------------------ trainers
 def slow_real_trainer(cfg: Any, **kw: Any) -> Any:
     """The real engine with a pause after each epoch, so two workers surely overlap in time."""
-    from harness.engine import run_training
+    from harness.train import run_training
 
     on_epoch = kw.pop("on_epoch", None)
 
@@ -129,9 +129,12 @@ def fake_trainer(cfg: FakeConfig, *, on_epoch=None, parent_run_id=None, run_name
                                                                 "eabench.kind": "train"},
                                parent_run_id=parent_run_id)
     calls = Path(os.environ["EABENCH_TEST_CALLS"])
-    with calls.open("a", encoding="utf-8") as fh:
+    with calls.open("a", encoding="utf-8") as fh:  # O_APPEND: a whole line, even with several writers
         fh.write(f"{cfg.variant} {cfg.seed} {os.getpid()}\n")
-    hang = str(len(calls.read_text().splitlines())) == os.environ.get("EABENCH_TEST_HANG_CALL")
+        fh.flush()
+        end = fh.tell()  # where this line ends, so its number holds whoever appends next
+    number = calls.read_bytes()[:end].count(b"\n")
+    hang = str(number) == os.environ.get("EABENCH_TEST_HANG_CALL")
     r1 = float(10 + 10 * (sum(map(ord, cfg.variant)) % 7) + cfg.seed % 3)
     try:
         for epoch in range(2):
@@ -147,3 +150,58 @@ def fake_trainer(cfg: FakeConfig, *, on_epoch=None, parent_run_id=None, run_name
     tracker.end("FINISHED")
     return SimpleNamespace(run_id=tracker.run_id, variant=cfg.variant, dataset="synthetic", protocol="frozen",
                            best_epoch=1, t2v={"R1": r1}, v2t={"R1": r1 / 2}, history=[])
+
+
+def sleepy_trainer(cfg: FakeConfig, *, on_epoch=None, parent_run_id=None, run_name=None, tags=None,
+                   tracking_uri=None) -> Any:
+    """One 'epoch' that takes $EABENCH_TEST_EPOCH_SLEEP seconds and nothing else (no MLflow run):
+    a slow epoch, or a first cache build, as the heartbeat sees it."""
+    time.sleep(float(os.environ.get("EABENCH_TEST_EPOCH_SLEEP", "5")))
+    r1 = float(10 + cfg.seed % 3)
+    if on_epoch is not None:
+        on_epoch(0, {"t2v/R1": r1, "v2t/R1": r1 / 2})
+    return SimpleNamespace(run_id="none", variant=cfg.variant, dataset="synthetic", protocol="frozen",
+                           best_epoch=0, t2v={"R1": r1}, v2t={"R1": r1 / 2}, history=[])
+
+
+def paced_fake_trainer(cfg: FakeConfig, **kw: Any) -> Any:
+    """fake_trainer, with $EABENCH_TEST_EPOCH_PAUSE seconds per epoch so that two workers overlap."""
+    on_epoch = kw.pop("on_epoch", None)
+
+    def paced(epoch: int, metrics: dict) -> None:
+        time.sleep(float(os.environ.get("EABENCH_TEST_EPOCH_PAUSE", "1")))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
+    return fake_trainer(cfg, on_epoch=paced, **kw)
+
+
+def checkpointing_fake_trainer(cfg: Any, *, on_epoch=None, parent_run_id=None, run_name=None, tags=None,
+                               tracking_uri=None) -> Any:
+    """For torchrun jobs (any TrainConfig): every rank appends its pid to $EABENCH_TEST_PIDS; rank 0
+    starts a real MLflow child run and, like the engine, writes ``last.pt`` before reporting each
+    of 3 epochs (1 s apart). Ends the run KILLED on an interrupt, as the engine does."""
+    from harness.tracking import NullTracker, RunTracker, configure
+    from harness.train import checkpoints as ckpt
+
+    rank = int(os.environ.get("RANK", "0"))
+    with open(os.environ["EABENCH_TEST_PIDS"], "a", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()}\n")
+    tracker: Any = NullTracker()
+    if rank == 0:
+        target = configure(cfg.tracking_root, tracking_uri or cfg.tracking_uri, cfg.experiment)
+        tracker = RunTracker.start(target, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
+    last = ckpt.checkpoint_dir(cfg.tracking_root, tracker.run_id) / ckpt.LAST
+    try:
+        for epoch in range(3):
+            time.sleep(1.0)
+            if rank == 0:
+                ckpt.save_atomic({"epoch": epoch}, last)
+            if on_epoch is not None:
+                on_epoch(epoch, {"t2v/R1": 10.0 + epoch, "v2t/R1": 5.0, "train/skipped_steps": 0.0})
+    except BaseException:
+        tracker.end("KILLED")
+        raise
+    tracker.end("FINISHED")
+    return SimpleNamespace(run_id=tracker.run_id, variant=cfg.variant, dataset="synthetic", protocol="frozen",
+                           best_epoch=2, t2v={"R1": 12.0}, v2t={"R1": 5.0}, history=[])

@@ -9,18 +9,18 @@ from conftest_studies import child_runs, make_ctx, mlflow_client, store, synth  
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
-from studies.engine_bridge import make_config, retrain_command
+from studies.engine_bridge import check_train_options, make_config, retrain_command, train_flag
 from studies.search import SearchSettings, prepare_search_study, run_search_study
-from studies.space import RATIO_CHOICES, Param, SearchSpace, _build, default_space, design_of, load_space_file
+from studies.space import RATIO_CHOICES, Param, SearchSpace, default_space, design_of, fill_design, load_space_file
 
 
 def test_design_of_blanks_ratios_and_build_fills_them_back() -> None:
     assert design_of("meanP_E4_A1-4") == "meanP_E*_A*"
     assert design_of("seqTransf_preE1-4-masked") == "seqTransf_preE*-masked"
     assert design_of("tightTransf") == "tightTransf"
-    assert _build("meanP_E*_A*", "1-3", "6") == "meanP_E1-3_A6"
-    assert _build("seqTransf_preE*-masked", "2", None) == "seqTransf_preE2-masked"
-    assert _build("meanP_A*", None, "1-6") == "meanP_A1-6"
+    assert fill_design("meanP_E*_A*", "1-3", "6") == "meanP_E1-3_A6"
+    assert fill_design("seqTransf_preE*-masked", "2", None) == "seqTransf_preE2-masked"
+    assert fill_design("meanP_A*", None, "1-6") == "meanP_A1-6"
 
 
 def test_default_space_for_a_pattern() -> None:
@@ -95,6 +95,28 @@ def test_make_config_and_retrain_command(tmp_path: Path) -> None:
     cmd = retrain_command(ctx, "meanP_A4", 7, {"lr": 0.00123456789, "batch_size": 16})
     assert cmd == ("eabench train --variant meanP_A4 --dataset synthetic --root /data/synth --protocol frozen "
                    "--seed 7 --epochs 2 --batch-size 16 --device cpu --set lr=0.00123456789 --set max_frames=4")
+
+
+def test_train_options_are_train_config_fields_with_their_eabench_train_flags() -> None:
+    import argparse
+
+    from harness.cli import build_parser
+    from harness.train import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {o for a in sub.choices["train"]._actions for o in a.option_strings}
+    # --set and --no-progress are the two flags not named after their field
+    assert {train_flag(f) for f in TrainConfig.field_names() - {"overrides", "progress"}} <= flags
+    with pytest.raises(ConfigError, match="unknown train option.*epoch"):
+        check_train_options(["epoch"])
+    with pytest.raises(ConfigError, match="seed"):
+        check_train_options(["seed"])  # the study sets each trial's seed itself
+    from studies.context import StudyContext
+    from studies.storage import resolve_storage
+
+    ctx = StudyContext(study_name="s", kind="table", storage=resolve_storage(None, "s"), dataset="synthetic",
+                       root="/d", train_options=(("compile", True), ("limit_test", 8), ("keep_last", False)))
+    assert retrain_command(ctx, "meanP", 42, {}).endswith("--seed 42 --compile --limit-test 8")
 
 
 def test_search_prunes_a_destroyed_trial_and_reports_the_best(synth: Path, store: Path, tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ import pytest
 from conftest_studies import child_runs, make_ctx, mlflow_client, slow_real_trainer, store, synth, uri  # noqa: F401
 from optuna.trial import TrialState
 
+from studies.grid import table_cells
 from studies.storage import open_storage, resolve_storage
-from studies.table import run_table_study, table_cells
+from studies.table import run_table_study
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -109,7 +110,7 @@ def test_kill_9_mid_trial_then_rerun_completes_each_cell_once(synth: Path, store
             "--root", str(synth), "--storage", str(journal), "--study-name", name,
             "--tracking-root", str(store), "--tracking-uri", uri(store),
             "--trainer", "conftest_studies:fake_trainer", "--config-factory", "conftest_studies:fake_config",
-            "--no-progress", "--json"]
+            "--gpus", "none", "--no-progress", "--json"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "CI": "true",
            "EABENCH_TEST_CALLS": str(calls), "EABENCH_TEST_HANG_CALL": "2"}
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
@@ -162,3 +163,74 @@ def test_kill_9_mid_trial_then_rerun_completes_each_cell_once(synth: Path, store
     killed_runs = client.search_runs([exp.experiment_id],
                                      f"tags.`optuna.study` = '{name}' and tags.`optuna.trial` = '1'")
     assert [r.info.status for r in killed_runs] == ["FAILED"]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("EABENCH_PG_URL"), reason="EABENCH_PG_URL not set (.ci/postgres.sh sets it)")
+def test_two_hosts_share_one_postgresql_study_and_one_mlflow_store(synth: Path, store: Path,
+                                                                   tmp_path: Path) -> None:
+    """docs/STUDIES.md's multi-host recipe: the same `eabench study table` command on two "hosts"
+    (EABENCH_WORKER_HOST=host-a / host-b, started together) with one PostgreSQL storage and one
+    MLflow store. The second training call hangs after its first epoch; its host is killed there,
+    and the other host finds the trial dead by its heartbeat alone (another host name: no pid
+    check) after --stale-after 3 s and trains the cell again. Every cell ends with exactly one
+    COMPLETE trial, all runs are children of one parent run."""
+    name = f"hosts-{time.time_ns()}"
+    calls = tmp_path / "calls.txt"
+    variants = ["meanP", "meanP_E4", "meanP_A4", "meanP_E4_A4"]
+    argv = [sys.executable, "-m", "harness.cli", "study", "table", "--variants", ",".join(variants),
+            "--root", str(synth), "--storage", os.environ["EABENCH_PG_URL"], "--study-name", name,
+            "--stale-after", "3", "--tracking-root", str(store), "--tracking-uri", uri(store),
+            "--trainer", "conftest_studies:paced_fake_trainer", "--config-factory", "conftest_studies:fake_config",
+            "--gpus", "none", "--no-progress", "--json"]
+    base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "CI": "true",
+            "EABENCH_TEST_CALLS": str(calls), "EABENCH_TEST_HANG_CALL": "2", "EABENCH_TEST_EPOCH_PAUSE": "1"}
+    hosts = {h: subprocess.Popen(argv, env={**base, "EABENCH_WORKER_HOST": h}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, cwd=tmp_path) for h in ("host-a", "host-b")}
+    storage = open_storage(resolve_storage(os.environ["EABENCH_PG_URL"], name))
+    killed = None
+    try:
+        deadline = time.time() + 240
+        while killed is None:  # the hanging trial: kill its host
+            assert time.time() < deadline, "no trial ever hung"
+            try:
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+            except KeyError:  # not created yet
+                trials = []
+            hung = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("last_epoch") == 0
+                    and len(calls.read_text().splitlines()) >= 2 and
+                    calls.read_text().splitlines()[1].split()[2] == str(t.user_attrs.get("worker_pid"))]
+            if hung:
+                killed = hung[0]
+                host = killed.user_attrs["worker_host"]
+                os.kill(hosts[host].pid, signal.SIGKILL)
+            time.sleep(0.3)
+        survivor = next(h for h in hosts if h != host)
+        out, err = hosts[survivor].communicate(timeout=240)
+        assert hosts[survivor].returncode == 0, err.decode()[-3000:]
+    finally:
+        for p in hosts.values():
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    complete = _complete_cells(trials)
+    assert set(complete) == set(table_cells(variants, [42])) and set(complete.values()) == {1}
+    assert {t.user_attrs["worker_host"] for t in trials if t.state == TrialState.COMPLETE} <= {"host-a", "host-b"}
+    dead = next(t for t in trials if t.number == killed.number)
+    assert dead.state == TrialState.FAIL and dead.user_attrs["swept_by"].startswith(f"{survivor}:")
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["worker_host"] == survivor
+    summary = json.loads(out)
+    assert summary["coverage"]["missing"] == [] and summary["storage"].startswith("postgresql")
+
+    client = mlflow_client(store)
+    exp = client.get_experiment_by_name("eabench")
+    parents = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}' and "
+                                                      "tags.`eabench.kind` = 'study'")
+    assert [p.info.run_id for p in parents] == [study.user_attrs["mlflow_parent_run_id"]]
+    runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}' and tags.variant != ''")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * len(variants)

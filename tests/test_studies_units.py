@@ -17,9 +17,9 @@ from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
 from harness.errors import ConfigError
+from studies.grid import CellGridSampler, coverage, table_cells
 from studies.leaderboard import LiveBoard, leaderboard_rows, plain_line, render_table, rows_to_json
 from studies.storage import dashboard_command, open_storage, resolve_storage
-from studies.table import CellGridSampler, coverage, table_cells
 from studies.workers import HOST, is_stale, process_alive, sweep_stale_trials
 
 DIST = {"variant": CategoricalDistribution(["a", "b", "c"]), "seed": CategoricalDistribution([42, 43])}
@@ -218,7 +218,8 @@ def test_cli_search_with_space_file_reports_best_and_command(tmp_path: Path, sto
                      '"weight_decay": null, "warmup_proportion": null, "batch_size": null}')
     argv = ["study", "search", "--variants", "meanP_A*", "--root", str(tmp_path), "--space", str(space),
             "--n-trials", "4", "--n-startup-trials", "2", "--tracking-root", str(store), "--tracking-uri", uri(store),
-            "--trainer", "conftest_studies:fake_trainer", "--config-factory", "conftest_studies:fake_config", "--json"]
+            "--trainer", "conftest_studies:fake_trainer", "--config-factory", "conftest_studies:fake_config", "--json",
+            "--gpus", "none"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["storage"] == str(store / "studies" / "search-meanP_A_-synthetic-frozen.journal")
@@ -230,3 +231,23 @@ def test_cli_search_with_space_file_reports_best_and_command(tmp_path: Path, sto
     assert best["command"].startswith(f"eabench train --variant {best['variant']} --dataset synthetic")
     assert f"--set lr={best['params']['lr']!r}" in best["command"]
     assert set(out["importances"]) <= {"variant", "lr"}
+
+
+def test_cli_table_prints_the_final_leaderboard_on_stdout(tmp_path: Path, store: Path,  # noqa: F811
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Fake trainer: the final leaderboard is the command's output (stdout), the hints are logs."""
+    from harness.cli import main
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("EABENCH_TEST_CALLS", str(tmp_path / "calls.txt"))
+    monkeypatch.setenv("CI", "true")
+    argv = ["study", "table", "--variants", "meanP,meanP_A4", "--root", str(tmp_path), "--storage",
+            str(tmp_path / "t.journal"), "--tracking-root", str(store), "--tracking-uri", uri(store),
+            "--trainer", "conftest_studies:fake_trainer", "--config-factory", "conftest_studies:fake_config",
+            "--gpus", "none"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    rows = [line for line in out.splitlines() if "COMPLETE" in line]
+    assert len(rows) == 2 and any("meanP_A4" in r for r in rows)
+    assert "optuna-dashboard" in err and "optuna-dashboard" not in out
