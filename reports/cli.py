@@ -1,18 +1,29 @@
-"""``eabench report tables|weights|all|list``: tables and figures from tracked runs.
+"""``eabench report tables|weights|all|list|compare`` and ``eabench reproduce``: thin wrappers over
+:mod:`reports.build`, :mod:`reports.compare` and :mod:`reports.reproduce`.
 
-Progress and messages go to stderr (Rich); ``--json`` prints the machine-readable summary on stdout.
+What a command produced (the files it wrote, the studies it lists, ``--json``) goes to stdout;
+progress and messages go to stderr.
+
+The library modules are imported inside the commands: they pull in matplotlib, pandas and the
+studies (seconds), which every other ``eabench`` command would otherwise pay for at start-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+
+from harness.console import get_console, output_console
 from harness.errors import ConfigError
+from harness.presets import PRESETS, parse_assignment
+from harness.tracking import DEFAULT_EXPERIMENT, resolve_uri
+from harness.train import Protocol
 
 __all__ = ["register"]
 
@@ -25,7 +36,7 @@ def _common(p: argparse.ArgumentParser, *, needs_target: bool = True) -> None:
         help="tracking folder (default: runs, i.e. sqlite:///runs/mlflow.db)",
     )
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides --root)")
-    p.add_argument("--experiment", default="eabench", help="MLflow experiment (default: eabench)")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)")
     if needs_target:
         p.add_argument(
             "--study", action="append", default=[], metavar="NAME", help="study name (repeat for several)"
@@ -42,7 +53,9 @@ def _common(p: argparse.ArgumentParser, *, needs_target: bool = True) -> None:
 
 def register(subparsers: Any) -> None:
     report = subparsers.add_parser(
-        "report", help="paper-style tables and frame-weight figures from MLflow runs", description=__doc__
+        "report", help="paper-style tables and frame-weight figures from MLflow runs",
+        description="Tables and figures from tracked runs. What a command wrote goes to stdout (--json: a JSON "
+        "summary); progress and messages go to stderr.",
     )
     sub = report.add_subparsers(dest="report_command", metavar="WHAT")
 
@@ -67,19 +80,71 @@ def register(subparsers: Any) -> None:
     _common(p, needs_target=False)
     p.set_defaults(func=_list)
 
+    p = sub.add_parser(
+        "compare", help="paired comparison of two runs (or STUDY:VARIANT rows) on the same test set",
+        description="b against a, query by query: R@1/5/10 in both directions with the difference b - a, its "
+        "95 % bootstrap interval and an exact McNemar p-value (several seeds per side: a paired permutation "
+        "test on seed-averaged per-query success). Needs the runs' ranks.npz; refuses runs scored on "
+        "different test sets.",
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="run id or STUDY:VARIANT (all finished seeds)")
+    p.add_argument("run_b", metavar="RUN_B", help="run id or STUDY:VARIANT")
+    _common(p, needs_target=False)
+    p.set_defaults(func=_compare)
+
     report.set_defaults(func=lambda args: (report.print_help(sys.stderr), 2)[1])
+    _register_reproduce(subparsers)
+
+
+def _register_reproduce(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "reproduce",
+        help="the main job: data, paper-table studies and the report page",
+        description="The main job: data -> paper-table studies -> report page. With no arguments it runs "
+        "on the embedded synthetic benchmark (generated into data/synthetic on first use) in the frozen "
+        "protocol on CPU, and ends by printing where index.html is and how to open mlflow ui. Real datasets "
+        "need --root (the official layout) and CLIP weights (--weights). Everything is resumable: rerun the "
+        "same command and finished studies train nothing again.",
+    )
+    p.add_argument("--dataset", choices=list(PRESETS), default="synthetic")
+    p.add_argument("--root", type=Path, default=None,
+                   help="dataset folder (synthetic: default data/synthetic, generated if absent)")
+    p.add_argument("--protocol", choices=[x.value for x in Protocol], default=None,
+                   help="frozen (CLIP fixed, heads train; default for synthetic) or paper (full fine-tuning)")
+    p.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
+                   help="paper tables to run (default: synthetic: the meanP and sequential tables and two ratio "
+                   "ablations, named in the job's first lines (the tight type is opt-in, slow on CPU); real "
+                   "datasets: every table of the dataset; `eabench study tables` lists them)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: <runs-root>/report/<dataset>)")
+    p.add_argument("--runs-root", type=Path, default=Path("runs"),
+                   help="MLflow store and Optuna storage folder (default: runs)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<runs-root>/mlflow.db)")
+    p.add_argument("--weights", default=None, help="CLIP checkpoint (required for real datasets)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant: 42, 43, ... (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="study worker processes (default 1)")
+    p.add_argument("--set", dest="sets", type=parse_assignment, action="append", default=[], metavar="KEY=VALUE",
+                   help="preset override for every run (repeatable), e.g. epochs=3")
+    p.add_argument("--small", action="store_true",
+                   help="a tiny dataset, 1 epoch and one small table (for tests and a first look)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=_reproduce)
 
 
 def _client(args: argparse.Namespace) -> tuple[Any, str]:
-    from reports.runs import default_tracking_uri, open_client
+    from reports.runs import open_client
 
-    uri = (
-        args.tracking_uri
-        or os.environ.get("EABENCH_TRACKING_URI")
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or default_tracking_uri(args.root)
-    )
+    uri = resolve_uri(args.root, args.tracking_uri)
     return open_client(uri), uri
+
+
+
+
+def _command_line() -> str:
+    """This command as the user typed it, for the report page (empty when not run from a shell),
+    with credentials in URIs and in --tracking-uri / --storage values redacted."""
+    from reports.page import redact_command
+
+    return redact_command("eabench " + " ".join(sys.argv[1:])) if sys.argv[1:2] in (["report"], ["reproduce"]) else ""
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -106,25 +171,31 @@ def _formats(text: str) -> tuple[str, ...]:
     return fmts
 
 
-def _emit(args: argparse.Namespace, payload: dict[str, Any]) -> None:
-    if args.json:
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+def _print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def _print_messages(messages: list[str]) -> None:
-    from rich.markup import escape
-
-    from harness.console import get_console
-
     con = get_console()
     for m in messages:
         con.print(f"[yellow]•[/] {escape(m)}", highlight=False)
 
 
+def _files_table(tables: list[tuple[Any, dict[str, Path]]]) -> Table:
+    """One row per written table: its dataset, protocol and files."""
+    out = Table(title=f"{len(tables)} table(s)")
+    for col in ("dataset", "protocol", "files"):
+        out.add_column(col, overflow="fold")
+    for t, paths in tables:
+        out.add_row(t.dataset, t.protocol, "\n".join(str(p) for p in paths.values()))
+    return out
+
+
 def _tables(args: argparse.Namespace) -> int:
-    from harness.console import get_console
-    from reports.build import write_tables
-    from reports.runs import load_runs
+    from reports.build import log_tables, write_tables
+    from reports.ranks import load_ranks_for
+    from reports.runs import find_study_parent, load_runs
 
     _target(args)
     client, _ = _client(args)
@@ -135,24 +206,22 @@ def _tables(args: argparse.Namespace) -> int:
         ("", load_runs(client, run_ids=args.run, experiment=args.experiment, finished_only=False))
     ]
     for name, runs in groups:
-        written += write_tables(runs, out / "tables", formats=fmts, study=name, table=args.table)
-    con = get_console()
-    for t, paths in written:
-        con.print(
-            f"[bold]{t.dataset}[/] / {t.protocol}: " + ", ".join(str(p) for p in paths.values()),
-            highlight=False,
-        )
+        ranks = load_ranks_for(client, [r.run_id for r in runs])
+        tables = write_tables(runs, out / "tables", formats=fmts, study=name, table=args.table, ranks=ranks)
+        written += tables
+        parent = find_study_parent(client, name, args.experiment) if name and not args.no_log else None
+        if parent is not None:  # the study's parent run carries its table (Markdown + CSV at least)
+            try:
+                log_tables(client, parent.info.run_id, tables)
+            except Exception as exc:  # a read-only store must not lose the local tables
+                get_console().print(f"[yellow]could not log the tables to MLflow: {escape(str(exc))}[/]")
     if not written:
-        con.print("[yellow]no finished runs: nothing to tabulate[/]")
-    _emit(
-        args,
-        {
-            "tables": [
-                {"dataset": t.dataset, "protocol": t.protocol, "files": {k: str(v) for k, v in p.items()}}
-                for t, p in written
-            ]
-        },
-    )
+        get_console().print("[yellow]no finished runs: nothing to tabulate[/]")
+    if args.json:
+        _print_json({"tables": [{"dataset": t.dataset, "protocol": t.protocol,
+                                 "files": {k: str(v) for k, v in p.items()}} for t, p in written]})
+    elif written:
+        output_console().print(_files_table(written))
     return 0
 
 
@@ -173,10 +242,13 @@ def _build(args: argparse.Namespace, *, page: bool) -> int:
         page=page,
         log_artifacts=not args.no_log,
         tracking_uri=uri,
-        command="eabench " + " ".join(sys.argv[1:]) if page and sys.argv[1:2] == ["report"] else "",
+        command=_command_line() if page else "",
     )
-    _report_summary(res, tables=page)
-    _emit(args, res.to_dict())
+    _print_messages(res.messages)
+    if args.json:
+        _print_json(res.to_dict())
+    else:
+        _report_summary(res, tables=page)
     return 0
 
 
@@ -189,36 +261,75 @@ def _all(args: argparse.Namespace) -> int:
 
 
 def _report_summary(res: Any, tables: bool) -> None:
-    from rich.markup import escape
-
-    from harness.console import get_console
-
-    con = get_console()
-    _print_messages(res.messages)
+    """What a report wrote, on stdout."""
+    out = output_console()
     if tables:
-        con.print(f"[bold]{len(res.tables)}[/] table(s) in {res.out_dir / 'tables'}", highlight=False)
-    con.print(f"[bold]{len(res.figures)}[/] figure(s) in {res.out_dir / 'figures'}", highlight=False)
+        out.print(f"[bold]{len(res.tables)}[/] table(s) in {res.out_dir / 'tables'}", highlight=False)
+    out.print(f"[bold]{len(res.figures)}[/] figure(s) in {res.out_dir / 'figures'}", highlight=False)
     if res.shares is not None and not res.shares.empty:
         for _, s in res.shares.iterrows():
-            con.print(
+            out.print(
                 f"  relevant-frame share {escape(str(s['label']))}: {s['share']:.3f} "
                 f"(uniform {s['uniform_share']:.3f})",
                 highlight=False,
             )
     if res.index is not None:
-        con.print(f"[green]report page:[/] {res.index.resolve()}", highlight=False)
+        out.print(f"[green]report page:[/] {res.index.resolve()}", highlight=False, soft_wrap=True)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from harness.console import get_console
     from reports.runs import list_studies
 
     client, _ = _client(args)
     names = list_studies(client, args.experiment)
-    con = get_console()
-    for n in names:
-        con.print(n, highlight=False)
+    if args.json:
+        _print_json({"studies": names})
+        return 0
     if not names:
-        con.print("no studies recorded yet")
-    _emit(args, {"studies": names})
+        get_console().print("no studies recorded yet")
+    for n in names:  # one name a line, for `| grep` and `xargs`
+        sys.stdout.write(n + "\n")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs, comparison_table
+
+    client, _ = _client(args)
+    res = compare_runs(client, args.run_a, args.run_b, experiment=args.experiment)
+    if args.json:
+        _print_json(res)
+    else:
+        output_console().print(comparison_table(res))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from reports.page import mlflow_ui_command, runs_table_url
+    from reports.reproduce import plan_reproduction, reproduce
+
+    plan = plan_reproduction(
+        args.dataset, root=args.root, protocol=args.protocol, tables=args.tables, out=args.out,
+        runs_root=args.runs_root, tracking_uri=args.tracking_uri, weights=args.weights, seeds=args.seeds,
+        workers=args.workers, sets=args.sets, small=args.small,
+    )
+    res = reproduce(plan, command=_command_line() or "eabench reproduce")
+    con = get_console()
+    _print_messages(res.report.messages if res.report is not None else [])
+    con.rule("done")
+    con.print(
+        f"finished in {res.seconds['total'] / 60:.1f} min "
+        f"({', '.join(f'{k} {v:.0f}s' for k, v in res.seconds.items() if k != 'total')})",
+        highlight=False,
+    )
+    if args.json:
+        _print_json(res.to_dict())
+        return 0
+    out = output_console()
+    out.print(f"[bold green]report:[/] {res.index.resolve() if res.index else '(none)'}", highlight=False,
+              soft_wrap=True)
+    out.print(f"[bold]browse the runs:[/] {escape(mlflow_ui_command(res.tracking_uri))}", highlight=False,
+              soft_wrap=True)
+    if res.experiment_id:
+        out.print(f"[bold]runs table:[/] {runs_table_url(res.experiment_id)}", highlight=False, soft_wrap=True)
     return 0

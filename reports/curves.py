@@ -6,12 +6,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from harness.figures import training_curves_figure
+from harness.train.schema import METRIC_LOSS, metric_key
 from reports.labels import ablation_ratio, parse_spec, ratio_family, row_info
+from variants import format_ratio
 
 __all__ = ["plot_ratio_curve", "plot_training_curves", "ratio_points"]
 
 
-def ratio_points(runs_df: pd.DataFrame, metric: str = "t2v/R1", min_ratios: int = 3) -> pd.DataFrame:
+T2V_R1 = metric_key("t2v", "R1")
+
+
+def ratio_points(runs_df: pd.DataFrame, metric: str = T2V_R1, min_ratios: int = 3) -> pd.DataFrame:
     """Per ratio family (variants equal up to their ratio), mean/std of ``metric`` per ratio.
 
     Only families measured at ``min_ratios`` or more ratios make a curve: the main tables hold
@@ -33,7 +39,7 @@ def ratio_points(runs_df: pd.DataFrame, metric: str = "t2v/R1", min_ratios: int 
                 "family": ratio_family(spec),
                 "variant": variant,
                 "r": float(r),
-                "r_text": f"{r.numerator}/{r.denominator}" if r.denominator != 1 else str(r.numerator),
+                "r_text": format_ratio(r, "/"),
                 "mean": float(vals.mean()),
                 "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
                 "n": len(vals),
@@ -77,32 +83,13 @@ def plot_ratio_curve(points: pd.DataFrame, metric_name: str = "T2V R@1") -> tupl
 
 
 def plot_training_curves(histories: dict[str, pd.DataFrame]) -> tuple[Figure, list[str]]:
-    """Loss and T2V R@1 per epoch, one line per run (``histories``: label -> load_history frame)."""
+    """Loss and T2V R@1 per epoch, one line per run (``histories``: label -> load_history frame),
+    drawn by :func:`harness.figures.training_curves_figure` (the figure training logs per run)."""
     if not histories or all(h.empty for h in histories.values()):
         raise ValueError("no per-epoch metrics logged for these runs")
-    fig = Figure(figsize=(10, 3.4), layout="constrained")
-    panels = []
-    for k, (key, title) in enumerate((("train/loss", "training loss"), ("t2v/R1", "T2V R@1 (test)"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        for label, h in histories.items():
-            if key in h:
-                s = h[key].dropna()
-                ax.plot(s.index, s.values, marker="o", ms=3, label=label)
-        ax.set_xlabel("epoch")
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        panels.append(key)
-    handles, labels = fig.axes[1].get_legend_handles_labels()
-    if not handles:
-        handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        fontsize=6,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        ncol=min(3, max(1, len(labels))),
-        frameon=False,
-    )
-    return fig, panels
+    rows = {
+        label: [{"epoch": float(e), **{k: float(v) for k, v in r.items() if pd.notna(v)}} for e, r in h.iterrows()]
+        for label, h in histories.items()
+    }
+    fig = training_curves_figure(rows)
+    return fig, [ax.get_label() for ax in fig.axes if ax.get_label() in (METRIC_LOSS, T2V_R1)]

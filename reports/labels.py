@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from variants import VariantSpec, get_variant, list_variants, parse_variant_name, table_variants
+
 __all__ = ["DATASET_NAMES", "TEMPORAL_ORDER", "RowInfo", "parse_spec", "row_info"]
 
 # The paper groups rows by similarity calculator in this order (PAPER.md §6.1).
@@ -39,20 +41,8 @@ class RowInfo:
     is_baseline: bool
 
 
-def _registry() -> Any | None:
-    try:
-        import variants
-    except ImportError:
-        return None
-    return variants if hasattr(variants, "get_variant") else None
-
-
-def parse_spec(name: str) -> Any | None:
+def parse_spec(name: str) -> VariantSpec | None:
     """The VariantSpec of a name, or None when it does not parse."""
-    try:
-        from variants.spec import parse_variant_name
-    except ImportError:
-        return None
     try:
         return parse_variant_name(name)
     except (ValueError, TypeError):
@@ -61,13 +51,7 @@ def parse_spec(name: str) -> Any | None:
 
 @lru_cache(maxsize=1)
 def _registry_order() -> dict[str, int]:
-    reg = _registry()
-    if reg is None or not hasattr(reg, "list_variants"):
-        return {}
-    try:
-        return {name: i for i, name in enumerate(reg.list_variants("*"))}
-    except Exception:  # registry half-built: fall back to the run tags
-        return {}
+    return {name: i for i, name in enumerate(list_variants("*"))}
 
 
 def row_info(variant: str, table: str | None = None, tag_label: str = "", tag_temporal: str = "") -> RowInfo:
@@ -83,16 +67,13 @@ def row_info(variant: str, table: str | None = None, tag_label: str = "", tag_te
     elif table:
         order = _table_order(table).get(variant, order)
     label = ""
-    reg = _registry()
-    if reg is not None:
-        try:
-            entry = reg.get_variant(variant)
-            rows = list(getattr(entry, "rows", ()))
-            chosen = next((r for r in rows if table and r.table == table), rows[0] if rows else None)
-            if chosen is not None:
-                label = chosen.label
-        except Exception:  # unknown to the registry: the run's tag still labels it
-            label = ""
+    try:
+        rows = list(get_variant(variant).rows)
+    except KeyError:  # unknown to the registry: the run's tag still labels it
+        rows = []
+    chosen = next((r for r in rows if table and r.table == table), rows[0] if rows else None)
+    if chosen is not None:
+        label = chosen.label
     if not label:
         label = tag_label or (f"CLIP4Clip-{temporal}" if is_base else variant)
     if is_base:
@@ -102,12 +83,9 @@ def row_info(variant: str, table: str | None = None, tag_label: str = "", tag_te
 
 @lru_cache(maxsize=64)
 def _table_order(table: str) -> dict[str, int]:
-    reg = _registry()
-    if reg is None or not hasattr(reg, "table_variants"):
-        return {}
     try:
-        return {name: i for i, name in enumerate(reg.table_variants(table))}
-    except (KeyError, Exception):  # an unknown table name: keep the registry order
+        return {name: i for i, name in enumerate(table_variants(table))}
+    except KeyError:  # an unknown table name: keep the registry order
         return {}
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from reports.tables import to_html
+import jinja2
 
-__all__ = ["mlflow_ui_command", "write_page"]
+from harness.tracking import redact_uri
+from reports.table_render import to_html
+
+__all__ = ["MLFLOW_UI_PORT", "mlflow_ui_command", "redact_command", "runs_table_url", "write_page"]
+
+MLFLOW_UI_PORT = 5000  # mlflow ui's default; the runs-table URL below assumes it
 
 SECTIONS = (
     (
@@ -19,7 +25,7 @@ SECTIONS = (
         "Frame weights per video",
         "Thumbnails of the sampled frames (query above), excitation gates (0-1) and aggregation "
         "weights per frame; the dashed line is the uniform 1/T of mean pooling; grey = padding; "
-        "green = true relevant frames.",
+        "green = true relevant frames (synthetic benchmark) or annotated moments (DiDeMo, ActivityNet).",
     ),
     (
         "heatmap",
@@ -33,14 +39,40 @@ SECTIONS = (
         "Entropy of each video's aggregation weights over its real frames divided by "
         "log T: 1 is uniform (mean pooling), lower is more peaked.",
     ),
-    ("relevant_share", "Share of weight on relevant frames", ""),
+    ("relevant_share", "Share of weight on relevant frames or annotated moments", ""),
     ("ratio_curve", "Reduction-ratio ablation", ""),
     ("training_curves", "Training curves", ""),
 )
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {tracking_uri or 'sqlite:///runs/mlflow.db'}"
+    """The command that opens MLflow's UI on this store (credentials in the URI redacted)."""
+    uri = redact_uri(tracking_uri or "sqlite:///runs/mlflow.db")
+    return f"mlflow ui --backend-store-uri {uri} --port {MLFLOW_UI_PORT}"
+
+
+def runs_table_url(experiment_id: str, port: int = MLFLOW_UI_PORT) -> str:
+    """Where ``mlflow ui`` shows the experiment's runs table."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+
+
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_SECRET_VALUE_FLAGS = ("--tracking-uri", "--storage")
+
+
+def redact_command(command: str) -> str:
+    """A command line safe to show: every URI-looking part (also inside ``KEY=VALUE``) and the
+    values of ``--tracking-uri`` / ``--storage`` pass through :func:`harness.tracking.redact_uri`."""
+    words = command.split(" ")
+    out = []
+    for i, w in enumerate(words):
+        flag, eq, value = w.partition("=")
+        if eq and flag in _SECRET_VALUE_FLAGS:
+            w = f"{flag}={redact_uri(value)}"
+        elif i > 0 and words[i - 1] in _SECRET_VALUE_FLAGS:
+            w = redact_uri(w)
+        out.append(_URI.sub(lambda m: redact_uri(m.group(0)), w))
+    return " ".join(out)
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -49,8 +81,6 @@ def _rel(path: Path, base: Path) -> str:
 
 def write_page(report: Any, *, title: str = "", command: str = "", tracking_uri: str = "") -> Path:
     """Render ``index.html`` for a :class:`reports.build.ReportOutput` and return its path."""
-    import jinja2
-
     out: Path = report.out_dir
     tpl_text = (resources.files("reports") / "templates" / "index.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(default=True))
@@ -88,11 +118,18 @@ def write_page(report: Any, *, title: str = "", command: str = "", tracking_uri:
         shares=shares,
         sections=sections,
         mlflow_cmd=mlflow_ui_command(tracking_uri),
-        command=command,
+        runs_url=runs_table_url(report.experiment_id) if getattr(report, "experiment_id", "") else "",
+        command=redact_command(command),
+        shares_what=_shares_what(shares),
     )
     path = out / "index.html"
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def _shares_what(shares: list[dict[str, Any]]) -> str:
+    kinds = {str(s.get("frames", "true relevant frames")) for s in shares}
+    return kinds.pop() if len(kinds) == 1 else "relevant frames or annotated moments"
 
 
 def _kind(name: str) -> str:

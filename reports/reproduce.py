@@ -1,32 +1,53 @@
-"""``eabench reproduce``: the main job. Data -> paper-table studies -> report page.
+"""The main job (``eabench reproduce``): data -> paper-table studies -> report page.
 
-With no arguments it runs on the embedded synthetic benchmark (generated into
-``data/synthetic`` on first use, with the pre-trained tiny CLIP), in the frozen protocol, on
-CPU, and ends by printing where ``index.html`` is and how to open ``mlflow ui``.
-Real datasets need ``--root`` (the official layout) and CLIP weights (``--weights``).
+By default it runs on the embedded synthetic benchmark (generated into ``data/synthetic`` on first
+use, with the pre-trained tiny CLIP), in the frozen protocol, on CPU. Real datasets need a root in
+the official layout and CLIP weights. A notebook does the same with::
 
-Everything is resumable: the synthetic data is kept, the frame cache is reused, and a study
-that already finished its cells re-runs nothing (Optuna storage under ``runs/``).
+    res = reproduce(plan_reproduction("synthetic", small=True))
+    res.index  # the report page
+
+Everything is resumable: the synthetic data is kept, the frame cache is reused, and a study that
+already finished its cells re-runs nothing (Optuna storage under ``runs/``). Progress goes to
+stderr; what the job produced is in the returned :class:`ReproduceResult`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
-import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.console import get_console, progress_enabled
+from harness.data.dataset_cache import cache_dataset
 from harness.errors import ConfigError, DataError
+from harness.presets import get_preset
+from harness.synthetic import TRUTH_FILE, SyntheticConfig, generate_synthetic
+from harness.tracking import configure, redact_uri
+from harness.train import Protocol
+from reports.build import ReportOutput, build_report
+from reports.runs import open_client
+from studies.launch import StudyOptions, table_study
+from studies.leaderboard import leaderboard_rows, render_table
+from studies.logs import setup_logging
+from variants import get_variant, list_tables, table_variants
 
-__all__ = ["SMALL_SYNTHETIC", "SYNTHETIC_TABLES", "ReproducePlan", "plan_for", "register", "reproduce"]
+__all__ = [
+    "OPTIONAL_SYNTHETIC_TABLES",
+    "SMALL_SYNTHETIC",
+    "SYNTHETIC_TABLES",
+    "ReproducePlan",
+    "ReproduceResult",
+    "build_cache",
+    "plan_reproduction",
+    "prepare_synthetic",
+    "reproduce",
+    "run_table",
+]
 
-DATASETS = ("synthetic", "msrvtt", "activitynet", "didemo")
 # Default synthetic job: the paper's parameter-free and sequential tables and two ratio
 # ablations, sized (with the data generation) for 10 minutes on 2 CPU cores. The tight type scores
 # every (text, video) pair of each training batch through the cross encoder and costs many
@@ -34,9 +55,13 @@ DATASETS = ("synthetic", "msrvtt", "activitynet", "didemo")
 SYNTHETIC_TABLES = ("meanP", "seqLSTM", "seqTransf", "ratio-meanP-EA", "ratio-seqTransf-A")
 OPTIONAL_SYNTHETIC_TABLES = ("tightTransf",)
 SMALL_TABLES = ("meanP",)
-# --small trains four rows of the meanP table: one with neither block, excitation only,
+# small trains four rows of the meanP table: one with neither block, excitation only,
 # aggregation only and both, so every kind of frame-weight figure appears.
 SMALL_VARIANTS = ("meanP", "meanP_E4", "meanP_A4", "meanP_E4_A4")
+# small: one quick epoch on small batches, unless the caller sets these preset fields itself.
+SMALL_SETS = (("epochs", "1"), ("batch_size", "16"), ("batch_size_val", "16"))
+# Tables that real-dataset defaults leave out: ours / not clearly in the paper (name them to run them).
+_NOT_BY_DEFAULT = ("masked", "excitation-seq-aggregation")
 
 
 @dataclass(frozen=True)
@@ -65,165 +90,96 @@ class ReproducePlan:
     sets: tuple[tuple[str, str], ...] = ()
     variants: tuple[str, ...] = ()
     study_prefix: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def study_name(self, table: str) -> str:
         tail = "-small" if self.small else ""
         return f"{self.study_prefix}{table}-{self.dataset}-{self.protocol}{tail}"
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "reproduce",
-        help="the main job: data, paper-table studies and the report page",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--dataset", choices=DATASETS, default="synthetic")
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="dataset folder (synthetic: default data/synthetic, generated if absent)",
-    )
-    p.add_argument(
-        "--protocol",
-        choices=("frozen", "paper"),
-        default=None,
-        help="frozen (CLIP fixed, heads train; default for synthetic) or paper (full fine-tuning)",
-    )
-    p.add_argument(
-        "--tables",
-        nargs="+",
-        default=None,
-        metavar="TABLE",
-        help="paper tables to run (default: synthetic "
-        f"{' '.join(SYNTHETIC_TABLES)} (add {' '.join(OPTIONAL_SYNTHETIC_TABLES)} for the tight "
-        "type, slow on CPU); real datasets: every table of the dataset; "
-        "`eabench study tables` lists them)",
-    )
-    p.add_argument(
-        "--out", type=Path, default=None, help="report folder (default: <runs-root>/report/<dataset>)"
-    )
-    p.add_argument(
-        "--runs-root",
-        type=Path,
-        default=Path("runs"),
-        help="MLflow store and Optuna storage folder (default: runs)",
-    )
-    p.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<runs-root>/mlflow.db)"
-    )
-    p.add_argument("--weights", default=None, help="CLIP checkpoint (required for real datasets)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per variant: 42, 43, ... (default 1)")
-    p.add_argument("--workers", type=int, default=1, help="study worker processes (default 1)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="sets",
-        help="preset override for every run (e.g. epochs=3)",
-    )
-    p.add_argument(
-        "--small",
-        action="store_true",
-        help="a tiny dataset, 1 epoch and one small table (for tests and a first look)",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    p.set_defaults(func=_main)
-
-
 # ------------------------------------------------------------------ planning
 def _default_tables(dataset: str, small: bool) -> tuple[str, ...]:
     if dataset == "synthetic":
         return SMALL_TABLES if small else SYNTHETIC_TABLES
-    from variants import list_tables, table_variants
-    from variants.registry import get_variant
-
     out = []
     for t in list_tables():
-        if t in ("masked", "excitation-seq-aggregation"):
-            continue  # ours / not clearly in the paper: run them explicitly with --tables
-        names = table_variants(t)
-        rows = [r for n in names for r in get_variant(n).rows if r.table == t]
+        if t in _NOT_BY_DEFAULT:
+            continue
+        rows = [r for n in table_variants(t) for r in get_variant(n).rows if r.table == t]
         if any(dataset in r.dataset_scope for r in rows):
             out.append(t)
     return tuple(out)
 
 
-def plan_for(args: argparse.Namespace) -> ReproducePlan:
-    dataset = args.dataset
-    protocol = args.protocol or ("frozen" if dataset == "synthetic" else "paper")
+def plan_reproduction(
+    dataset: str = "synthetic",
+    *,
+    root: Path | str | None = None,
+    protocol: str | None = None,
+    tables: Sequence[str] | None = None,
+    out: Path | str | None = None,
+    runs_root: Path | str = "runs",
+    tracking_uri: str | None = None,
+    weights: str | None = None,
+    seeds: int = 1,
+    workers: int = 1,
+    sets: Sequence[tuple[str, str]] = (),
+    small: bool = False,
+) -> ReproducePlan:
+    """Check a request and fill in its defaults: the synthetic root and tables, the protocol
+    (frozen for synthetic, paper otherwise), the report folder. ``sets`` are preset overrides
+    (``(key, value)`` strings) for every run; ``small`` is a tiny dataset, one epoch, one table."""
+    preset = get_preset(dataset)  # ConfigError naming the datasets
+    protocol = protocol or (Protocol.FROZEN.value if dataset == "synthetic" else Protocol.PAPER.value)
+    if protocol not in {p.value for p in Protocol}:
+        raise ConfigError(f"protocol {protocol!r}: choose {' or '.join(p.value for p in Protocol)}")
     if dataset == "synthetic":
-        root = args.root or Path("data") / ("synthetic-small" if args.small else "synthetic")
+        root = Path(root) if root is not None else Path("data") / ("synthetic-small" if small else "synthetic")
     else:
-        if args.root is None:
+        if root is None:
             raise ConfigError(
                 f"--dataset {dataset} needs --root DIR: the dataset in its official layout "
                 f"(see docs; `eabench data check {dataset} --root DIR` verifies it)"
             )
-        if not Path(args.root).is_dir():
-            raise DataError(f"--root {args.root}: no such folder")
-        weights = args.weights
-        if not weights:
-            from harness.presets import get_preset
-
-            weights = get_preset(dataset).weights
-        if not weights:
+        if not Path(root).is_dir():
+            raise DataError(f"--root {root}: no such folder")
+        found = weights or preset.weights
+        if not found:
             raise ConfigError(
                 f"--dataset {dataset} needs CLIP weights: pass --weights PATH to the ViT-B/32 "
                 f"checkpoint (OpenAI ViT-B-32.pt or an open_clip/safetensors file); "
                 f"nothing is downloaded"
             )
-        if not Path(weights).is_file():
-            raise ConfigError(f"--weights {weights}: file not found")
-    tables = tuple(args.tables) if args.tables else _default_tables(dataset, args.small)
-    try:
-        from variants import list_tables
-
-        known = list_tables()
-        bad = [t for t in tables if t not in known]
-        if bad:
-            raise ConfigError(f"--tables: unknown {', '.join(bad)}; tables: {', '.join(known)}")
-    except ImportError:
-        pass
-    sets = []
-    for kv in args.sets:
-        if "=" not in kv:
-            raise ConfigError(f"--set {kv}: write KEY=VALUE (e.g. epochs=3)")
-        k, v = kv.split("=", 1)
-        sets.append((k.strip(), v.strip()))
-    if args.small:
+        if not Path(found).is_file():
+            raise ConfigError(f"--weights {found}: file not found")
+    chosen = tuple(tables) if tables else _default_tables(dataset, small)
+    bad = [t for t in chosen if t not in list_tables()]
+    if bad:
+        raise ConfigError(f"--tables: unknown {', '.join(bad)}; tables: {', '.join(list_tables())}")
+    sets = [tuple(kv) for kv in sets]
+    if small:
         have = {k for k, _ in sets}
-        sets += [
-            kv
-            for kv in (("epochs", "1"), ("batch_size", "16"), ("batch_size_val", "16"))
-            if kv[0] not in have
-        ]
-    runs_root = Path(args.runs_root)
+        sets += [kv for kv in SMALL_SETS if kv[0] not in have]
+    runs_root = Path(runs_root)
     return ReproducePlan(
         dataset=dataset,
-        root=Path(root if dataset == "synthetic" else args.root),
+        root=Path(root),
         protocol=protocol,
-        tables=tables,
-        out=args.out or runs_root / "report" / (dataset + ("-small" if args.small else "")),
+        tables=chosen,
+        out=Path(out) if out is not None else runs_root / "report" / (dataset + ("-small" if small else "")),
         runs_root=runs_root,
-        tracking_uri=args.tracking_uri,
-        seeds=int(args.seeds),
-        small=args.small,
-        workers=max(1, int(args.workers)),
-        weights=args.weights,
+        tracking_uri=tracking_uri,
+        seeds=int(seeds),
+        small=small,
+        workers=max(1, int(workers)),
+        weights=weights,
         sets=tuple(sets),
-        variants=SMALL_VARIANTS if args.small and dataset == "synthetic" and not args.tables else (),
+        variants=SMALL_VARIANTS if small and dataset == "synthetic" and not tables else (),
     )
 
 
 # ------------------------------------------------------------------ steps
 def prepare_synthetic(root: Path, small: bool) -> bool:
     """Generate the benchmark (with the pre-trained tiny CLIP) unless it is there; True if generated."""
-    from harness.data.synthetic import TRUTH_FILE, SyntheticConfig, generate_synthetic
-
     complete = (
         (root / TRUTH_FILE).is_file()
         and (root / "MSRVTT_data.json").is_file()
@@ -235,120 +191,35 @@ def prepare_synthetic(root: Path, small: bool) -> bool:
         s = SMALL_SYNTHETIC
         cfg = SyntheticConfig(num_train=s.num_train, num_test=s.num_test, pretrain_steps=s.pretrain_steps)
     else:
-        cfg = SyntheticConfig()  # the benchmark as documented (harness.data.synthetic)
-    generate_synthetic(root, cfg, progress=_progress_on())
+        cfg = SyntheticConfig()  # the benchmark as documented (harness.synthetic)
+    generate_synthetic(root, cfg, progress=progress_enabled())
     return True
 
 
 def build_cache(plan: ReproducePlan) -> None:
     """Decode every video once into the frame cache (the engine would, but once per process)."""
-    from harness.cli import main as cli_main
-
-    argv = [
-        "data",
-        "cache",
-        plan.dataset,
-        "--root",
-        str(plan.root),
-        "--workers",
-        str(max(1, min(4, os.cpu_count() or 1))),
-    ]
-    if not _progress_on():
-        argv.append("--no-progress")
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = cli_main(argv)
-    if rc:
-        raise DataError(f"building the frame cache failed (`eabench {' '.join(argv)}` returned {rc})")
+    cache_dataset(plan.dataset, plan.root, workers=max(1, min(4, os.cpu_count() or 1)),
+                  progress=progress_enabled())
 
 
 def run_table(plan: ReproducePlan, table: str) -> str:
-    """Run one paper-table study through ``eabench study table`` (in this process); its name.
-
-    Going through the command keeps this job on the studies' public contract: resumable grid
-    over the table's variants, one MLflow parent run, one child run per trial.
-    """
-    from harness.cli import main as cli_main
-
-    name = plan.study_name(table)
-    argv = [
-        "study",
-        "table",
-        table,
-        "--dataset",
-        plan.dataset,
-        "--root",
-        str(plan.root),
-        "--protocol",
-        plan.protocol,
-        "--study-name",
-        name,
-        "--seeds",
-        str(plan.seeds),
-        "--tracking-root",
-        str(plan.runs_root),
-        "--workers",
-        str(plan.workers),
-    ]
-    if plan.tracking_uri:
-        argv += ["--tracking-uri", plan.tracking_uri]
-    if plan.weights:
-        argv += ["--weights", plan.weights]
-    if plan.variants:
-        argv += ["--variants", ",".join(plan.variants)]
-    if not _progress_on():
-        argv.append("--no-progress")
-    for k, v in plan.sets:
-        argv += ["--set", f"{k}={v}"]
-    # The study prints its leaderboard on stderr; stdout stays free for our own --json.
-    with contextlib.redirect_stdout(sys.stderr):
-        rc = cli_main(argv)
-    if rc:
+    """Run one paper-table study (resumable grid over the table's variants, one MLflow parent run,
+    one child run per trial); its name. Raises ConfigError when cells stay without a finished run."""
+    options = StudyOptions(
+        dataset=plan.dataset, root=str(plan.root), protocol=plan.protocol, workers=plan.workers,
+        study_name=plan.study_name(table), sets=plan.sets,
+        train_options=(("weights", plan.weights),) if plan.weights else (),
+        runs_root=str(plan.runs_root), tracking_uri=plan.tracking_uri, progress=progress_enabled(),
+    )
+    result = table_study(options, table, variants=plan.variants or None, seeds=plan.seeds)
+    # The leaderboard is part of this job's progress, so stderr (stdout is the job's result).
+    get_console().print(render_table(leaderboard_rows(result.trials), title=result.title))
+    if result.coverage.missing:
         raise ConfigError(
-            f"study {name} did not finish: `eabench {' '.join(argv)}` returned {rc} "
-            f"(see the coverage lines above; rerun the same command to resume)"
+            f"study {result.study_name} did not finish: {len(result.coverage.missing)} cell(s) without a "
+            f"finished run (see the coverage lines above; run the same job again to resume)"
         )
-    return name
-
-
-def _subcommand_parser(parser: argparse.ArgumentParser, path: list[str]) -> argparse.ArgumentParser | None:
-    cur = parser
-    for word in path:
-        sub = next((a for a in cur._actions if isinstance(a, argparse._SubParsersAction)), None)
-        if sub is None or word not in sub.choices:
-            return None
-        cur = sub.choices[word]
-    return cur
-
-
-def _setup_logging() -> None:
-    """Route library logs through the Rich console before anything logs.
-
-    Otherwise the first module-level ``logging.info`` (open_clip's, while the tiny CLIP is
-    pre-trained) installs Python's plain stderr handler and every later line prints twice.
-    """
-    try:
-        from studies.logs import setup_logging
-    except ImportError:
-        import logging
-
-        from rich.logging import RichHandler
-
-        from harness.console import get_console
-
-        logging.basicConfig(
-            level="INFO",
-            format="%(message)s",
-            datefmt="[%X]",
-            handlers=[RichHandler(console=get_console(), show_path=False)],
-        )
-        return
-    setup_logging()
-
-
-def _progress_on() -> bool:
-    from harness.console import progress_enabled
-
-    return progress_enabled()
+    return result.study_name
 
 
 # ------------------------------------------------------------------ the job
@@ -359,7 +230,8 @@ class ReproduceResult:
     index: Path | None
     tracking_uri: str
     seconds: dict[str, float]
-    report: Any = None
+    report: ReportOutput | None = None
+    experiment_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -368,36 +240,35 @@ class ReproduceResult:
             "tables": list(self.plan.tables),
             "studies": self.studies,
             "index": str(self.index) if self.index else None,
-            "tracking_uri": self.tracking_uri,
+            "tracking_uri": redact_uri(self.tracking_uri),
+            "experiment_id": self.experiment_id,
             "seconds": self.seconds,
             "report": self.report.to_dict() if self.report is not None else None,
         }
 
 
-def reproduce(plan: ReproducePlan) -> ReproduceResult:
-    from harness.console import get_console
-    from harness.tracking import configure
-    from reports.build import build_report
-    from reports.runs import open_client
+def reproduce(plan: ReproducePlan, *, command: str = "eabench reproduce") -> ReproduceResult:
+    """Run the job: data (synthetic: generated), frame cache, one study per table, the report.
 
+    ``command`` is shown on the report page as the command that made it.
+    """
     con = get_console()
-    _setup_logging()
+    # Route library logs through the Rich console before anything logs: otherwise the first
+    # module-level logging.info (open_clip's, while the tiny CLIP is pre-trained) installs
+    # Python's plain stderr handler and every later line prints twice.
+    setup_logging()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     target = configure(plan.runs_root, plan.tracking_uri)
     con.rule(f"[bold]EA-Bench reproduce[/]: {plan.dataset}, {plan.protocol} protocol")
-    if plan.dataset == "synthetic" and plan.protocol == "frozen":
+    if plan.dataset == "synthetic" and plan.protocol == Protocol.FROZEN:
         con.print(
             "protocol: [bold]frozen[/] (default for synthetic: CLIP fixed, only the heads train; "
             "pass --protocol paper for full fine-tuning)",
             highlight=False,
         )
     con.print(f"tables: {', '.join(plan.tables)}; {plan.seeds} seed(s) per variant", highlight=False)
-    if (
-        plan.dataset == "synthetic"
-        and not set(OPTIONAL_SYNTHETIC_TABLES) & set(plan.tables)
-        and not plan.small
-    ):
+    if plan.dataset == "synthetic" and not set(OPTIONAL_SYNTHETIC_TABLES) & set(plan.tables) and not plan.small:
         con.print(
             f"[dim]not run by default (slow on CPU): {', '.join(OPTIONAL_SYNTHETIC_TABLES)}; add it with "
             f"--tables {' '.join(plan.tables + OPTIONAL_SYNTHETIC_TABLES)}[/]",
@@ -428,41 +299,15 @@ def reproduce(plan: ReproducePlan) -> ReproduceResult:
 
     t = time.perf_counter()
     con.rule("report")
-    client = open_client(target.uri)
-    cmd = "eabench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else "eabench reproduce"
     rep = build_report(
-        client,
+        open_client(target.uri),
         studies=studies,
         out=plan.out,
         experiment=target.experiment,
         title=f"EA-Bench: {plan.dataset} ({plan.protocol} protocol)",
-        command=cmd,
+        command=command,
         tracking_uri=target.uri,
     )
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    return ReproduceResult(plan, studies, rep.index, target.uri, timings, rep)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
-    from harness.console import get_console
-    from reports.page import mlflow_ui_command
-
-    plan = plan_for(args)
-    res = reproduce(plan)
-    con = get_console()
-    for m in res.report.messages:
-        con.print(f"[yellow]•[/] {escape(m)}", highlight=False)
-    con.rule("done")
-    con.print(
-        f"finished in {res.seconds['total'] / 60:.1f} min "
-        f"({', '.join(f'{k} {v:.0f}s' for k, v in res.seconds.items() if k != 'total')})",
-        highlight=False,
-    )
-    con.print(f"[bold green]report:[/] {res.index.resolve() if res.index else '(none)'}", highlight=False)
-    con.print(f"[bold]browse the runs:[/] {mlflow_ui_command(res.tracking_uri)}", highlight=False)
-    if args.json:
-        sys.stdout.write(json.dumps(res.to_dict(), indent=2, default=str) + "\n")
-    return 0
+    return ReproduceResult(plan, studies, rep.index, target.uri, timings, rep, target.experiment_id)

@@ -16,13 +16,30 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import ConfigError, DataError
+from harness.tracking import DEFAULT_EXPERIMENT, resolve_uri
+from harness.train.schema import (
+    ARTIFACT_FRAME_WEIGHTS,
+    DIRECTIONS,
+    KIND_STUDY,
+    METRIC_LOSS,
+    METRIC_SKIPPED,
+    METRICS,
+    TAG_DATASET,
+    TAG_KIND,
+    TAG_PAPER_LABEL,
+    TAG_PAPER_TABLE,
+    TAG_PROTOCOL,
+    TAG_SEED,
+    TAG_STUDY,
+    TAG_TEMPORAL,
+    TAG_VARIANT,
+    best_key,
+    metric_key,
+)
 
 __all__ = [
-    "DIRECTIONS",
-    "METRICS",
     "FrameWeights",
     "RunRecord",
-    "default_tracking_uri",
     "find_study_parent",
     "list_studies",
     "load_frame_weights",
@@ -32,25 +49,15 @@ __all__ = [
     "runs_frame",
 ]
 
-# Metric names as the engine logs them (without the "best/" prefix), in column order.
-METRICS: tuple[str, ...] = ("R1", "R5", "R10", "R50", "MdR", "MnR")
-DIRECTIONS: tuple[str, ...] = ("t2v", "v2t")
-DEFAULT_EXPERIMENT = "eabench"
-
-# mlflow's own tqdm bars would write to stderr during artifact downloads (STACK.md §5).
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def default_tracking_uri(root: Path | str = "runs") -> str:
-    """The harness default: ``sqlite:///<root>/mlflow.db`` (same rule as harness.tracking)."""
-    return f"sqlite:///{Path(root).resolve()}/mlflow.db"
-
 
 def open_client(tracking_uri: str | None = None, root: Path | str = "runs") -> Any:
-    """An ``MlflowClient`` on ``tracking_uri`` (or the default store under ``root``)."""
-    from mlflow.tracking import MlflowClient
+    """An ``MlflowClient`` on ``tracking_uri``, else the store the harness writes by default
+    (``$EABENCH_TRACKING_URI``, ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<root>/mlflow.db``)."""
+    from mlflow.tracking import MlflowClient  # seconds to import; harness.tracking defers it too
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    # mlflow's own tqdm bars would write to stderr during artifact downloads (STACK.md §5).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = resolve_uri(root, tracking_uri)
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         if not db.exists():
@@ -82,7 +89,7 @@ class RunRecord:
 
     def best(self, direction: str, metric: str) -> float:
         """``best/<direction>/<metric>`` (NaN when the run did not log it)."""
-        return float(self.metrics.get(f"best/{direction}/{metric}", np.nan))
+        return float(self.metrics.get(best_key(direction, metric), np.nan))
 
 
 def _record(run: Any) -> RunRecord:
@@ -96,14 +103,14 @@ def _record(run: Any) -> RunRecord:
         run_id=run.info.run_id,
         run_name=run.info.run_name or tags.get("mlflow.runName", ""),
         status=run.info.status,
-        variant=pick("variant", run.info.run_name or "?"),
-        temporal=pick("temporal"),
-        dataset=pick("dataset", "?"),
-        protocol=pick("protocol", "?"),
-        paper_table=pick("paper_table"),
-        paper_label=pick("paper_label"),
-        seed=pick("seed"),
-        study=tags.get("optuna.study", ""),
+        variant=pick(TAG_VARIANT, run.info.run_name or "?"),
+        temporal=pick(TAG_TEMPORAL),
+        dataset=pick(TAG_DATASET, "?"),
+        protocol=pick(TAG_PROTOCOL, "?"),
+        paper_table=pick(TAG_PAPER_TABLE),
+        paper_label=pick(TAG_PAPER_LABEL),
+        seed=pick(TAG_SEED),
+        study=tags.get(TAG_STUDY, ""),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         params=params,
         tags=tags,
@@ -121,6 +128,13 @@ def _experiment_ids(client: Any, experiment: str) -> list[str]:
     return [exp.experiment_id]
 
 
+_IS_STUDY = f"tags.`{TAG_KIND}` = '{KIND_STUDY}'"  # a study's parent run
+
+
+def _of_study(study: str) -> str:
+    return f"tags.`{TAG_STUDY}` = '{study}'"
+
+
 def _search(client: Any, exp_ids: list[str], filter_string: str) -> list[Any]:
     out: list[Any] = []
     token = None
@@ -135,19 +149,17 @@ def _search(client: Any, exp_ids: list[str], filter_string: str) -> list[Any]:
 def list_studies(client: Any, experiment: str = DEFAULT_EXPERIMENT) -> list[str]:
     """Names of the studies recorded in ``experiment`` (parent runs, newest first)."""
     exp_ids = _experiment_ids(client, experiment)
-    parents = _search(client, exp_ids, "tags.`eabench.kind` = 'study'")
-    names = [p.data.tags.get("optuna.study") or p.info.run_name for p in parents]
+    parents = _search(client, exp_ids, _IS_STUDY)
+    names = [p.data.tags.get(TAG_STUDY) or p.info.run_name for p in parents]
     return list(dict.fromkeys(n for n in names if n))
 
 
 def find_study_parent(client: Any, study: str, experiment: str = DEFAULT_EXPERIMENT) -> Any | None:
     """The study's parent run (tag ``eabench.kind=study``), newest first; None if absent."""
     exp_ids = _experiment_ids(client, experiment)
-    parents = _search(client, exp_ids, f"tags.`optuna.study` = '{study}' and tags.`eabench.kind` = 'study'")
+    parents = _search(client, exp_ids, f"{_of_study(study)} and {_IS_STUDY}")
     if not parents:
-        parents = [
-            r for r in _search(client, exp_ids, "tags.`eabench.kind` = 'study'") if r.info.run_name == study
-        ]
+        parents = [r for r in _search(client, exp_ids, _IS_STUDY) if r.info.run_name == study]
     return parents[0] if parents else None
 
 
@@ -173,8 +185,8 @@ def load_runs(
                 raise ConfigError(f"run {rid!r} not found in the MLflow store: {exc}") from None
     elif study:
         exp_ids = _experiment_ids(client, experiment)
-        runs = _search(client, exp_ids, f"tags.`optuna.study` = '{study}'")
-        runs = [r for r in runs if r.data.tags.get("eabench.kind") != "study"]
+        runs = _search(client, exp_ids, _of_study(study))
+        runs = [r for r in runs if r.data.tags.get(TAG_KIND) != KIND_STUDY]
         if not runs:
             known = list_studies(client, experiment)
             raise ConfigError(
@@ -204,10 +216,13 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
             "paper_label": r.paper_label,
             "seed": r.seed,
             "study": r.study,
+            # test queries (for the power statement of runs without ranks) and non-finite steps skipped
+            "n_queries": pd.to_numeric(r.params.get("test_texts"), errors="coerce"),
+            "skipped_steps": r.metrics.get(METRIC_SKIPPED, np.nan),
         }
         for d in DIRECTIONS:
             for m in METRICS:
-                row[f"{d}/{m}"] = r.best(d, m)
+                row[metric_key(d, m)] = r.best(d, m)
         rows.append(row)
     cols = [
         "run_id",
@@ -219,7 +234,9 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
         "paper_label",
         "seed",
         "study",
-    ] + [f"{d}/{m}" for d in DIRECTIONS for m in METRICS]
+        "n_queries",
+        "skipped_steps",
+    ] + [metric_key(d, m) for d in DIRECTIONS for m in METRICS]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -238,6 +255,7 @@ class FrameWeights:
     gates: np.ndarray | None = None  # [N, T] excitation gates in (0, 1)
     weights: np.ndarray | None = None  # [N, T] aggregation weights (softmax over T)
     frame_times: np.ndarray | None = None  # [N, T] seconds of each sampled frame
+    moments: np.ndarray | None = None  # [N, T] bool: frame inside a moment people annotated (DiDeMo, ActivityNet)
 
     @property
     def has_any(self) -> bool:
@@ -253,7 +271,7 @@ class FrameWeights:
             if key not in data:
                 raise DataError(
                     f"{path}: missing array {key!r} (engine schema: video_ids, texts, mask, "
-                    f"gates?, weights?, frame_times?)"
+                    f"gates?, weights?, frame_times?, moments?)"
                 )
         mask = np.asarray(data["mask"], dtype=float)
         n = mask.shape[0]
@@ -267,6 +285,7 @@ class FrameWeights:
             return arr
 
         texts = [str(t) for t in data["texts"]] if "texts" in data else [""] * n
+        moments = opt("moments")
         return cls(
             video_ids=[str(v) for v in data["video_ids"]],
             texts=texts,
@@ -274,20 +293,22 @@ class FrameWeights:
             gates=opt("gates"),
             weights=opt("weights"),
             frame_times=opt("frame_times"),
+            moments=None if moments is None else (moments > 0) & (mask > 0),
         )
 
 
 def load_frame_weights(client: Any, run_id: str) -> FrameWeights | None:
     """The run's frame weights, or None when the run logged no ``frame_weights.npz``."""
     names = {a.path for a in client.list_artifacts(run_id)}
-    if "frame_weights.npz" not in names:
+    if ARTIFACT_FRAME_WEIGHTS not in names:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(run_id, "frame_weights.npz", tmp)
+        local = client.download_artifacts(run_id, ARTIFACT_FRAME_WEIGHTS, tmp)
         return FrameWeights.from_npz(Path(local))
 
 
-def load_history(client: Any, run_id: str, keys: tuple[str, ...] = ("train/loss", "t2v/R1")) -> pd.DataFrame:
+def load_history(client: Any, run_id: str, keys: tuple[str, ...] = (METRIC_LOSS, metric_key("t2v", "R1"))
+                 ) -> pd.DataFrame:
     """Per-epoch metric history: index = epoch (the step), one column per key present."""
     cols: dict[str, pd.Series] = {}
     for key in keys:

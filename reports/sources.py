@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.data.frame_cache import FrameCache
+from harness.data.frames import FrameSettings
+from harness.synthetic import TRUTH_FILE
 from reports.runs import FrameWeights, RunRecord
 
-__all__ = ["TRUTH_FILE", "find_truth", "load_truth", "relevant_matrix", "thumbnail_source"]
-
-TRUTH_FILE = "synthetic_truth.json"
+__all__ = ["find_truth", "load_truth", "relevant_matrix", "thumbnail_source"]
 
 
 def find_truth(record: RunRecord) -> Path | None:
@@ -97,11 +98,6 @@ def thumbnail_source(record: RunRecord, T: int) -> tuple[Any | None, str]:
     root = Path(raw)
     if not root.exists():
         return None, f"thumbnails unavailable: frame cache {root} not found on this machine"
-    try:
-        from harness.data.frame_cache import FrameCache
-        from harness.data.frames import FrameSettings
-    except ImportError as exc:
-        return None, f"thumbnails unavailable: {exc}"
     metas = [root / "meta.json"] if (root / "meta.json").is_file() else sorted(root.glob("*/*/meta.json"))
     for meta_path in metas:
         try:

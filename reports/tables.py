@@ -1,15 +1,14 @@
-"""Paper-style result tables: rows = variants grouped by temporal type, T2V/V2T metric columns,
-best bold / second underlined, published reference rows with deltas.
+"""Paper-style result tables as data: rows = variants grouped by temporal type, T2V/V2T metric
+columns, best / second marks, published reference rows with deltas.
 
 ``build_tables(runs_df)`` makes one :class:`ResultTable` per (dataset, protocol), so results of the
-frozen and the paper protocol never share a table; renderers write Markdown (tabulate), LaTeX
-(pandas Styler, booktabs), HTML and the CSV of the underlying numbers.
+frozen and the paper protocol never share a table. :mod:`reports.table_render` writes them as
+Markdown, LaTeX, HTML and CSV.
 """
 
 from __future__ import annotations
 
-import html as html_lib
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,26 +17,26 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import DataError
-from reports.labels import DATASET_NAMES, TYPE_NAMES, row_info, temporal_rank
+from harness.train.schema import DIRECTIONS, METRICS
+from reports.labels import DATASET_NAMES, row_info, temporal_rank
+from reports.ranks import RunRanks
+from reports.significance import table_significance
 
 __all__ = [
+    "DECIMALS",
     "HIGHER_IS_BETTER",
+    "METRIC_NAMES",
     "ResultTable",
     "aggregate_runs",
     "best_second",
     "build_tables",
     "load_reference",
-    "to_csv",
-    "to_html",
-    "to_latex",
-    "to_markdown",
-    "write_table",
 ]
 
 HIGHER_IS_BETTER = {"R1": True, "R5": True, "R10": True, "R50": True, "MdR": False, "MnR": False}
 METRIC_NAMES = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "R50": "R@50", "MdR": "MdR", "MnR": "MnR"}
-DELTA_NAMES = {"delta_base": "Δ base", "delta_ref": "Δ ref"}
-BASE_METRICS = ("R1", "R5", "R10", "MdR", "MnR")
+# R@50 only where the paper prints it (ActivityNet); the engine logs it everywhere.
+BASE_METRICS = tuple(m for m in METRICS if m != "R50")
 DECIMALS = 1  # retrieval papers print every metric with one decimal (STACK.md §4.1)
 
 REFERENCE_NOTE = (
@@ -89,7 +88,7 @@ def _reference_rows(ref: pd.DataFrame, dataset: str, temporals: list[str]) -> li
         any_number = False
         for _, r in rows.iterrows():
             d = str(r["direction"])
-            for m in METRIC_NAMES:
+            for m in METRICS:
                 if m in r and pd.notna(r[m]):
                     rec[f"{d}/{m}"] = float(r[m])
                     any_number = True
@@ -101,7 +100,7 @@ def _reference_rows(ref: pd.DataFrame, dataset: str, temporals: list[str]) -> li
 # ------------------------------------------------------------------ aggregation
 def aggregate_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1) and seed count per (dataset, protocol, variant)."""
-    metric_cols = [c for c in runs_df.columns if "/" in c and c.split("/")[0] in ("t2v", "v2t")]
+    metric_cols = [c for c in runs_df.columns if "/" in c and c.split("/")[0] in DIRECTIONS]
     keys = ["dataset", "protocol", "variant"]
     rows = []
     for key, g in runs_df.groupby(keys, sort=False):
@@ -111,6 +110,12 @@ def aggregate_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
         rec["paper_table"] = next((t for t in g["paper_table"] if t), "")
         rec["paper_label"] = next((t for t in g["paper_label"] if t), "")
         rec["run_ids"] = ",".join(g["run_id"])
+        if "n_queries" in g:
+            q = pd.to_numeric(g["n_queries"], errors="coerce").dropna()
+            rec["n_queries"] = float(q.iloc[0]) if len(q) else np.nan
+        if "skipped_steps" in g:  # summed over the row's seeds; NaN: no run logged the metric
+            sk = pd.to_numeric(g["skipped_steps"], errors="coerce").dropna()
+            rec["skipped_steps"] = float(sk.sum()) if len(sk) else np.nan
         for c in metric_cols:
             vals = g[c].astype(float).dropna()
             rec[c] = float(vals.mean()) if len(vals) else np.nan
@@ -141,6 +146,8 @@ class ResultTable:
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # [k] -> source text
     study: str = ""
+    mde: float = float("nan")  # smallest Δ T2V R@1 the test set detects at 80 % power (points)
+    queries: int | None = None  # test queries (T2V)
 
     @property
     def name(self) -> str:
@@ -148,36 +155,44 @@ class ResultTable:
 
     @property
     def delta_columns(self) -> list[str]:
-        return [c for c in ("delta_base", "delta_ref") if c in self.rows and self.rows[c].notna().any()]
-
-
-def _fmt_num(v: float) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{DECIMALS}f}"
-
-
-def _fmt_delta(v: float, minus: str = "−") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    s = f"{abs(v):.{DECIMALS}f}"
-    return f"+{s}" if round(v, DECIMALS) > 0 else (f"{minus}{s}" if round(v, DECIMALS) < 0 else f"±{s}")
+        """Columns after the metrics: Δ base with its interval and Holm p, Δ ref, skipped steps."""
+        out = []
+        if "delta_base" in self.rows and self.rows["delta_base"].notna().any():
+            out += ["delta_base", "ci_base", "p_holm"]
+        if "delta_ref" in self.rows and self.rows["delta_ref"].notna().any():
+            out.append("delta_ref")
+        if "skipped_steps" in self.rows and (pd.to_numeric(self.rows["skipped_steps"], errors="coerce") > 0).any():
+            out.append("skipped_steps")
+        return out
 
 
 def build_tables(
-    runs_df: pd.DataFrame, reference: pd.DataFrame | None = None, *, study: str = "", table: str | None = None
+    runs_df: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    *,
+    study: str = "",
+    table: str | None = None,
+    ranks: Mapping[str, RunRanks] | None = None,
 ) -> list[ResultTable]:
-    """One table per (dataset, protocol) present in ``runs_df`` (see :func:`reports.runs.runs_frame`)."""
+    """One table per (dataset, protocol) present in ``runs_df`` (see :func:`reports.runs.runs_frame`).
+
+    ``ranks`` (run id -> per-query ranks, :func:`reports.ranks.load_ranks_for`) give every row's
+    difference to its baseline an interval and a test, and make the best marks significance-aware
+    (:mod:`reports.significance`); rows without ranks render with "n/a" intervals.
+    """
     if runs_df.empty:
         return []
     ref = load_reference() if reference is None else reference
     agg = aggregate_runs(runs_df)
     out = []
     for (dataset, protocol), g in agg.groupby(["dataset", "protocol"], sort=True):
-        out.append(_build_one(g.reset_index(drop=True), ref, str(dataset), str(protocol), study, table))
+        out.append(_build_one(g.reset_index(drop=True), ref, str(dataset), str(protocol), study, table, ranks))
     return out
 
 
 def _build_one(
-    agg: pd.DataFrame, ref: pd.DataFrame, dataset: str, protocol: str, study: str, table: str | None
+    agg: pd.DataFrame, ref: pd.DataFrame, dataset: str, protocol: str, study: str, table: str | None,
+    ranks: Mapping[str, RunRanks] | None = None,
 ) -> ResultTable:
     info = [
         row_info(v, table or (pt or None), lab, tmp)
@@ -192,14 +207,10 @@ def _build_one(
     agg["grank"] = agg["group"].map(temporal_rank)
     agg = agg.sort_values(["grank", "order", "label"], kind="stable").reset_index(drop=True)
 
-    metrics = list(BASE_METRICS)
-    # R@50 only where the paper prints it (ActivityNet); the engine logs it everywhere.
-    if dataset == "activitynet" and any(
-        f"{d}/R50" in agg and agg[f"{d}/R50"].notna().any() for d in ("t2v", "v2t")
-    ):
-        metrics.insert(3, "R50")  # ActivityNet: R@50 after R@10, as the paper's tables print it
+    # ActivityNet: R@50 after R@10, as the paper's tables print it
+    metrics = METRICS if dataset == "activitynet" else BASE_METRICS
     columns = [
-        (d, m) for d in ("t2v", "v2t") for m in metrics if f"{d}/{m}" in agg and agg[f"{d}/{m}"].notna().any()
+        (d, m) for d in DIRECTIONS for m in metrics if f"{d}/{m}" in agg and agg[f"{d}/{m}"].notna().any()
     ]
 
     # Δ base: T2V R@1 against the measured CLIP4Clip baseline of the same temporal type.
@@ -214,9 +225,14 @@ def _build_one(
     ref_r1 = {r["calculator"]: r.get("t2v/R1", np.nan) for r in refs if r["method"] == "CLIP4Clip"}
     agg["delta_ref"] = [r["t2v/R1"] - ref_r1.get(r.group, np.nan) for _, r in agg.iterrows()]
 
-    marks = pd.DataFrame("", index=agg.index, columns=[f"{d}/{m}" for d, m in columns])
-    for d, m in columns:
-        marks[f"{d}/{m}"] = best_second(agg[f"{d}/{m}"], HIGHER_IS_BETTER[m])
+    sig = table_significance(agg, columns, ranks, higher=HIGHER_IS_BETTER, decimals=DECIMALS)
+    agg = agg.join(sig.rows)
+    if sig.marks is not None:
+        marks = sig.marks
+    else:
+        marks = pd.DataFrame("", index=agg.index, columns=[f"{d}/{m}" for d, m in columns])
+        for d, m in columns:
+            marks[f"{d}/{m}"] = best_second(agg[f"{d}/{m}"], HIGHER_IS_BETTER[m])
 
     rows = agg.assign(kind="measured", source_ref="")
     sources: list[str] = []
@@ -249,14 +265,26 @@ def _build_one(
     seeds_txt = (
         f"mean ± std over {'/'.join(map(str, nseeds))} seeds" if max(nseeds) > 1 else "one seed per row"
     )
+    marks_txt = (
+        "rows statistically tied with a marked value share its mark, and a column where every row ties "
+        "has none (see notes)"
+        if sig.marks is not None
+        else "ranked on the displayed values"
+    )
     caption = (
         f"{dname}, {protocol} protocol{f' (study {study})' if study else ''}: text-to-video (T2V) "
         f"and video-to-text (V2T) retrieval, {seeds_txt}. Best measured value per column in bold, "
-        f"second underlined (on the displayed values; ↓ = lower is better)."
+        f"second underlined; {marks_txt}. ↓ = lower is better."
     )
     notes = []
     if agg["delta_base"].notna().any():
         notes.append("Δ base: T2V R@1 minus the measured CLIP4Clip baseline of the same temporal type.")
+    notes += sig.notes
+    if "skipped_steps" in agg and (agg["skipped_steps"].fillna(0) > 0).any():
+        notes.append(
+            "skipped: training steps skipped for a non-finite loss or gradient (summed over the row's seeds); "
+            "such a row trained on fewer updates than the others."
+        )
     if agg["delta_ref"].notna().any():
         notes.append("Δ ref: T2V R@1 minus CLIP4Clip's published number for the same temporal type.")
     if ref_lines:
@@ -280,196 +308,6 @@ def _build_one(
         notes=notes,
         sources=sources,
         study=study,
+        mde=sig.mde,
+        queries=sig.queries,
     )
-
-
-# ------------------------------------------------------------------ rendering
-def _cells(t: ResultTable, pm: str, minus: str, dash: str = "–") -> pd.DataFrame:
-    """Display strings of every metric/delta cell."""
-    out = {}
-    for d, m in t.columns:
-        col = f"{d}/{m}"
-        vals = []
-        for _, r in t.rows.iterrows():
-            v = r.get(col, np.nan)
-            s = r.get(f"{col}_std", np.nan)
-            txt = _fmt_num(v)
-            if txt == "–":
-                txt = dash
-            elif isinstance(s, float) and not math.isnan(s):
-                txt = f"{txt}{pm}{s:.{DECIMALS}f}"
-            vals.append(txt)
-        out[col] = vals
-    for c in t.delta_columns:
-        out[c] = [_fmt_delta(v, minus) for v in t.rows[c]]
-    return pd.DataFrame(out, index=t.rows.index)
-
-
-def _header(d: str, m: str, arrow_up: str, arrow_down: str) -> str:
-    return f"{METRIC_NAMES[m]}{arrow_up if HIGHER_IS_BETTER[m] else arrow_down}"
-
-
-def _group_label(g: str) -> str:
-    return "published" if g == "published" else TYPE_NAMES.get(g, g)
-
-
-def _mark_of(t: ResultTable, i: int, col: str) -> str:
-    if col in t.marks and i in t.marks.index:
-        return t.marks.at[i, col]
-    return ""
-
-
-def to_markdown(t: ResultTable) -> str:
-    """GitHub pipe table: **bold** best, <u>underlined</u> second, notes and sources below."""
-    cells = _cells(t, " ± ", "−")
-    headers = ["Type", "Row"] + [f"{d.upper()} {_header(d, m, '↑', '↓')}" for d, m in t.columns]
-    headers += [DELTA_NAMES[c] for c in t.delta_columns]
-    body = []
-    prev = None
-    for i, r in t.rows.iterrows():
-        grp = _group_label(r["group"]) if r["group"] != prev else ""
-        prev = r["group"]
-        line = [grp, str(r["label"])]
-        for d, m in t.columns:
-            col = f"{d}/{m}"
-            txt, mk = cells.at[i, col], _mark_of(t, i, col)
-            line.append(f"**{txt}**" if mk == "best" else f"<u>{txt}</u>" if mk == "second" else txt)
-        line += [cells.at[i, c] for c in t.delta_columns]
-        body.append(line)
-    from tabulate import tabulate
-
-    colalign = ["left", "left"] + ["right"] * (len(headers) - 2)
-    table = tabulate(body, headers=headers, tablefmt="github", colalign=colalign, disable_numparse=True)
-    parts = [f"**Table: {t.caption}**", "", table, ""]
-    parts += [f"- {n}" for n in t.notes]
-    parts += [f"- [{k}] {s}" for k, s in enumerate(t.sources, 1)]
-    return "\n".join(parts) + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\^{}",
-    "Δ": r"$\Delta$",
-    "±": r"$\pm$",
-    "↓": r"$\downarrow$",
-    "↑": r"$\uparrow$",
-    "−": "-",
-    "–": "--",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def _styler_frame(
-    t: ResultTable, pm: str, minus: str, esc, dash: str = "–"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cells = _cells(t, pm, minus, dash)
-    cols = [(d.upper(), esc(_header(d, m, "↑", "↓"))) for d, m in t.columns]
-    cols += [("", esc(DELTA_NAMES[c])) for c in t.delta_columns]
-    data = cells[[f"{d}/{m}" for d, m in t.columns] + t.delta_columns].to_numpy()
-    index = pd.MultiIndex.from_arrays(
-        [[esc(_group_label(g)) for g in t.rows["group"]], [esc(lab) for lab in t.rows["label"]]]
-    )
-    frame = pd.DataFrame(data, index=index, columns=pd.MultiIndex.from_tuples(cols))
-    marks = pd.DataFrame("", index=index, columns=frame.columns)
-    for j, (d, m) in enumerate(t.columns):
-        for i in range(len(t.rows)):
-            marks.iat[i, j] = _mark_of(t, t.rows.index[i], f"{d}/{m}")
-    return frame, marks
-
-
-def to_latex(t: ResultTable, label: str | None = None) -> str:
-    """LaTeX table (booktabs via ``Styler.to_latex(hrules=True)``), \\textbf best, \\underline second."""
-    frame, marks = _styler_frame(t, r" $\pm$ ", "-", latex_escape, dash="--")
-    props = marks.replace({"best": "textbf:--rwrap;", "second": "underline:--rwrap;", "": ""})
-    sty = frame.style.apply(lambda _: props, axis=None).hide(axis="index", names=True)
-    caption = latex_escape(t.caption)
-    tex = sty.to_latex(
-        hrules=True,
-        caption=caption,
-        label=label or f"tab:{t.name}",
-        column_format="ll" + "r" * frame.shape[1],
-        multicol_align="c",
-        multirow_align="t",
-        clines="skip-last;data",
-        position_float="centering",
-    )
-    notes = t.notes + [f"[{k}] {s}" for k, s in enumerate(t.sources, 1)]
-    if notes:
-        foot = "\\par\\footnotesize\n" + "\\\\\n".join(latex_escape(n) for n in notes) + "\n"
-        tex = tex.replace("\\end{table}", foot + "\\end{table}")
-    return tex
-
-
-def to_html(t: ResultTable, full_page: bool = False) -> str:
-    """HTML table (Styler) with CSS bold/underline marks; notes and sources under it."""
-    frame, marks = _styler_frame(t, " ± ", "−", lambda s: s)
-    props = marks.replace({"best": "font-weight: bold;", "second": "text-decoration: underline;", "": ""})
-    sty = (
-        frame.style.apply(lambda _: props, axis=None)
-        .format(escape="html")
-        .format_index(escape="html", axis=0)
-        .format_index(escape="html", axis=1)
-        .set_caption(html_lib.escape(t.caption))
-        .set_table_attributes('class="eabench-table"')
-        .set_table_styles(
-            [
-                {"selector": "td", "props": "text-align: right; padding: 2px 8px;"},
-                {"selector": "th", "props": "padding: 2px 8px;"},
-                {"selector": "caption", "props": "caption-side: top; text-align: left;"},
-            ]
-        )
-    )
-    body = sty.to_html()
-    notes = "".join(f"<li>{html_lib.escape(n)}</li>" for n in t.notes)
-    notes += "".join(f"<li>[{k}] {html_lib.escape(s)}</li>" for k, s in enumerate(t.sources, 1))
-    frag = f'<div class="table-block">{body}<ul class="notes">{notes}</ul></div>'
-    if full_page:
-        return (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(t.name)}</title>"
-            f"</head><body>{frag}</body></html>\n"
-        )
-    return frag
-
-
-def to_csv(t: ResultTable) -> str:
-    """The underlying numbers: means, stds, seed counts, deltas and sources, nothing rounded."""
-    cols = ["kind", "group", "label", "variant", "n"]
-    for d, m in t.columns:
-        cols += [f"{d}/{m}", f"{d}/{m}_std"]
-    cols += ["delta_base", "delta_ref", "run_ids", "method", "source"]
-    df = t.rows.reindex(columns=cols)
-    df.insert(0, "protocol", t.protocol)
-    df.insert(0, "dataset", t.dataset)
-    return df.to_csv(index=False)
-
-
-FORMATS = {"md": to_markdown, "tex": to_latex, "html": lambda t: to_html(t, full_page=True), "csv": to_csv}
-
-
-def write_table(
-    t: ResultTable,
-    out_dir: Path,
-    formats: tuple[str, ...] = ("md", "tex", "html", "csv"),
-    stem: str | None = None,
-) -> dict[str, Path]:
-    """Write ``table_<dataset>_<protocol>.<fmt>`` files; returns {fmt: path}."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise DataError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
-        p = out_dir / f"{stem or 'table_' + t.name}.{fmt}"
-        p.write_text(FORMATS[fmt](t), encoding="utf-8")
-        paths[fmt] = p
-    return paths

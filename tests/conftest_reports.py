@@ -79,6 +79,8 @@ class Store:
         history: list[dict[str, float]] | None = None,
         params: dict[str, str] | None = None,
         status: str = "FINISHED",
+        ranks: dict[str, np.ndarray] | None = None,
+        extra_metrics: dict[str, float] | None = None,
     ) -> str:
         tags = {
             "variant": variant,
@@ -106,14 +108,35 @@ class Store:
         batch += [
             Metric(k, float(x), 0, epoch) for epoch, h in enumerate(history or []) for k, x in h.items()
         ]
+        batch += [Metric(k, float(x), 0, 0) for k, x in (extra_metrics or {}).items()]
         self.client.log_batch(rid, metrics=batch, params=[Param(k, v) for k, v in (params or {}).items()])
         if npz is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 p = Path(tmp) / "frame_weights.npz"
                 np.savez(p, **npz)
                 self.client.log_artifact(rid, str(p))
+        if ranks is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                p = Path(tmp) / "ranks.npz"
+                np.savez(p, **ranks_npz(**ranks))
+                self.client.log_artifact(rid, str(p))
         self.client.set_terminated(rid, status)
         return rid
+
+
+def ranks_npz(t2v: Any, v2t: Any = None, query_ids: Any = None, video_ids: Any = None) -> dict[str, Any]:
+    """The engine's ``ranks.npz`` arrays for planted ranks: one caption per video unless ids are given."""
+    t2v = np.asarray(t2v, dtype=np.int64)
+    v2t = t2v.copy() if v2t is None else np.asarray(v2t, dtype=np.int64)
+    vids = [f"video{i}" for i in range(len(v2t))] if video_ids is None else list(video_ids)
+    qids = [f"{vids[i]}#0" for i in range(len(t2v))] if query_ids is None else list(query_ids)
+    return {
+        "t2v": t2v,
+        "v2t": v2t,
+        "query_ids": np.array(qids, dtype=str),
+        "video_ids": np.array(vids, dtype=str),
+        "query_video": np.arange(len(t2v), dtype=np.int64) % max(len(vids), 1),
+    }
 
 
 def metrics(

@@ -16,7 +16,8 @@ import pytest
 from conftest_reports import Store, metrics
 
 from reports.runs import load_runs, runs_frame
-from reports.tables import best_second, build_tables, to_csv, to_html, to_latex, to_markdown, write_table
+from reports.table_render import to_csv, to_html, to_latex, to_markdown, write_table
+from reports.tables import best_second, build_tables
 
 STUDY = "tbl-study"
 

@@ -14,7 +14,8 @@ from conftest_reports import Store, metrics, weights_npz, write_truth
 from reports.build import build_report, write_curve_figures, write_weight_figures
 from reports.curves import ratio_points
 from reports.runs import load_runs, runs_frame
-from reports.weights import NO_WEIGHTS, gate_share, normalized_entropy, relevant_weight_share
+from reports.weight_figures import NO_WEIGHTS
+from reports.weight_stats import gate_share, normalized_entropy, relevant_weight_share
 
 STUDY = "weights-study"
 

@@ -2,57 +2,49 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main
+from harness.cli import main
 from harness.errors import ConfigError
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(["reproduce", *argv])
+from reports.reproduce import SYNTHETIC_TABLES, plan_reproduction
 
 
 def test_real_datasets_need_root_and_weights(tmp_path: Path) -> None:
-    from reports.reproduce import plan_for
-
     with pytest.raises(ConfigError, match="--root"):
-        plan_for(_args("--dataset", "msrvtt"))
+        plan_reproduction("msrvtt")
     with pytest.raises(ConfigError, match="--weights"):
-        plan_for(_args("--dataset", "didemo", "--root", str(tmp_path)))
+        plan_reproduction("didemo", root=tmp_path)
     w = tmp_path / "ViT-B-32.pt"
     w.write_bytes(b"x")
-    plan = plan_for(_args("--dataset", "activitynet", "--root", str(tmp_path), "--weights", str(w)))
+    plan = plan_reproduction("activitynet", root=tmp_path, weights=str(w))
     assert plan.protocol == "paper"
     assert "meanP" in plan.tables and not any(t.startswith("ratio") for t in plan.tables)  # no AN ablations
     with pytest.raises(ConfigError, match="unknown"):
-        plan_for(_args("--tables", "noSuchTable"))
+        plan_reproduction(tables=["noSuchTable"])
 
 
 def test_synthetic_defaults() -> None:
-    from reports.reproduce import SYNTHETIC_TABLES, plan_for
-
-    plan = plan_for(_args())
+    plan = plan_reproduction()
     assert plan.protocol == "frozen" and plan.tables == SYNTHETIC_TABLES
     assert plan.root == Path("data") / "synthetic"
-    small = plan_for(_args("--small"))
-    assert ("epochs", "1") in small.sets and len(small.tables) <= 2
+    small = plan_reproduction(small=True, sets=[("lr", "0.01")])
+    assert ("epochs", "1") in small.sets and ("lr", "0.01") in small.sets and len(small.tables) <= 2
     assert small.study_name(small.tables[0]).endswith("-synthetic-frozen-small")
 
 
-def _has_study_command() -> bool:
-    from reports.reproduce import _subcommand_parser
+def test_library_code_never_drives_the_command_line() -> None:
+    """reports.reproduce calls the data, studies and reports functions, never `harness.cli.main`."""
+    import reports.reproduce
 
-    return _subcommand_parser(build_parser(), ["study", "table"]) is not None
+    text = Path(reports.reproduce.__file__).read_text()
+    assert "harness.cli" not in text and "argparse" not in text
 
 
 @pytest.mark.slow
 def test_reproduce_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not _has_study_command():
-        pytest.skip("`eabench study table` is not installed yet")
     rc = main(
         [
             "reproduce",
@@ -72,6 +64,11 @@ def test_reproduce_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert index.is_file() and index.parent == tmp_path / "report"
     html = index.read_text()
     assert "<table" in html and "What the synthetic benchmark measures" in html
+    # every run logged ranks.npz: the table carries intervals and tests, not "n/a"
+    assert "95 % CI" in html and "p (Holm)" in html and "smallest Δ T2V R@1" in html
+    assert "n/a: the row or its baseline has no per-query ranks" not in html
+    assert f"http://127.0.0.1:5000/#/experiments/{out['experiment_id']}/runs" in html
+    assert "p (Wilcoxon)" in html  # the share of weight on the relevant frames, with its test
     rep = out["report"]
     assert rep["tables"] and all(Path(p).is_file() for t in rep["tables"] for p in t["files"].values())
     pngs = [Path(p) for f in rep["figures"] for p in f["files"] if p.endswith(".png")]

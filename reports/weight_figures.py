@@ -5,7 +5,8 @@ variant for the excitation gates (0-1) and one for the aggregation weights with 
 1/T line that mean pooling uses; padded frames are greyed, true relevant frames (synthetic
 benchmark) are outlined in green. Across the test set: a heatmap of aggregation weights
 (videos x frame position), the distribution of weight entropy against uniform, and on the
-synthetic benchmark the share of weight on relevant frames against the uniform share.
+synthetic benchmark the share of weight on relevant frames against the uniform share (the
+numbers are :mod:`reports.weight_stats`').
 
 Figures are built with the object API (``matplotlib.figure.Figure`` + Agg canvas), so nothing
 here touches pyplot's global state or needs a display.
@@ -18,31 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.figures import GREY, HIGHLIGHT, WEIGHT_COLOR, draw_frame_bars, draw_thumb_strip
 from reports.runs import FrameWeights
+from reports.weight_stats import normalized_entropy
 
 __all__ = [
     "NO_WEIGHTS",
     "FigureOut",
     "VariantWeights",
-    "gate_share",
-    "normalized_entropy",
     "plot_entropy",
     "plot_heatmap",
     "plot_heatmap_grid",
     "plot_relevant_share",
     "plot_video",
-    "relevant_weight_share",
     "save_figure",
 ]
 
 NO_WEIGHTS = "no weights to plot"
-GREY = "#d9d9d9"
-RELEVANT = "#2ca02c"
-GATE_COLOR = "#1f77b4"
-WEIGHT_COLOR = "#ff7f0e"
+RELEVANT = HIGHLIGHT
 
 
 @dataclass
@@ -52,7 +50,8 @@ class VariantWeights:
     label: str
     run_id: str
     fw: FrameWeights
-    relevant: np.ndarray | None = None  # [N, T] bool: synthetic ground truth per frame position
+    relevant: np.ndarray | None = None  # [N, T] bool: synthetic ground truth or annotated moments
+    relevant_name: str = "true relevant frames"  # or "annotated moments"
 
 
 @dataclass
@@ -64,53 +63,6 @@ class FigureOut:
     panels: list[str]
     caption: str = ""
     notes: list[str] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------ numbers
-def relevant_weight_share(weights: np.ndarray, relevant: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Mean share of aggregation weight on relevant real frames, and what uniform weights give.
-
-    Per video: ``share = sum(w[relevant & real]) / sum(w)`` (weight the authors' unmasked softmax
-    puts on padded frames counts as missing the relevant ones) and
-    ``uniform = #(relevant & real) / #real`` (masked mean pooling). Both are averaged over the
-    videos that have at least one real frame.
-    """
-    w = np.asarray(weights, dtype=float)
-    rel = np.asarray(relevant, dtype=bool)
-    real = np.asarray(mask, dtype=float) > 0
-    if not (w.shape == rel.shape == real.shape):
-        raise ValueError(f"shapes differ: weights {w.shape}, relevant {rel.shape}, mask {real.shape}")
-    keep = real.sum(1) > 0
-    if not keep.any():
-        return float("nan"), float("nan")
-    w, rel, real = w[keep], rel[keep], real[keep]
-    total = w.sum(1)
-    total = np.where(total > 0, total, 1.0)
-    share = (w * (rel & real)).sum(1) / total
-    uniform = (rel & real).sum(1) / real.sum(1)
-    return float(share.mean()), float(uniform.mean())
-
-
-def gate_share(gates: np.ndarray, relevant: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """The same share for excitation-only variants: the masked mean of gated frames weights frame
-    t by ``g_t / sum(g)`` over real frames (ignoring feature norms), so gates normalised over the
-    real frames play the role of aggregation weights."""
-    g = np.asarray(gates, dtype=float) * (np.asarray(mask, dtype=float) > 0)
-    return relevant_weight_share(g, relevant, mask)
-
-
-def normalized_entropy(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Entropy of each video's weights over its real frames divided by log(#real): 1 = uniform.
-
-    Videos with fewer than two real frames have no spread to measure and give NaN.
-    """
-    w = np.asarray(weights, dtype=float) * (np.asarray(mask, dtype=float) > 0)
-    n = (np.asarray(mask, dtype=float) > 0).sum(1)
-    p = w / np.clip(w.sum(1, keepdims=True), 1e-12, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(1)
-        out = h / np.log(n)
-    return np.where(n > 1, out, np.nan)
 
 
 # ------------------------------------------------------------------ drawing helpers
@@ -125,71 +77,6 @@ def save_figure(
         fig.savefig(p, bbox_inches="tight", dpi=120)
         paths.append(p)
     return paths
-
-
-def _shade(ax, mask_row: np.ndarray, relevant_row: np.ndarray | None) -> None:
-    for t, m in enumerate(mask_row):
-        if m <= 0:
-            ax.axvspan(t - 0.5, t + 0.5, color=GREY, zorder=0)
-        elif relevant_row is not None and relevant_row[t]:
-            ax.axvspan(t - 0.5, t + 0.5, color=RELEVANT, alpha=0.12, zorder=0)
-
-
-def _thumb_strip(
-    ax,
-    thumbs: np.ndarray | None,
-    mask_row: np.ndarray,
-    relevant_row: np.ndarray | None,
-    times_row: np.ndarray | None,
-) -> None:
-    """The sampled frames side by side in one axis (frame t centred at x = t, like the panels
-    below): thumbnails, or light placeholders when none are available; padding grey."""
-    from matplotlib.patches import Rectangle
-
-    T = len(mask_row)
-    size = 32
-    if thumbs is not None:
-        size = int(np.asarray(thumbs).shape[-1])
-    gap = max(1, size // 16)
-    cell = size + gap
-    strip = np.full((size, T * cell, 3), 255, dtype=np.uint8)
-    for t in range(T):
-        x0 = t * cell + gap // 2
-        if mask_row[t] <= 0:
-            strip[:, x0 : x0 + size] = 217
-        elif thumbs is not None:
-            img = np.asarray(thumbs[t])
-            if img.ndim == 3 and img.shape[0] in (1, 3):
-                img = np.transpose(img, (1, 2, 0))
-            if img.shape[-1] == 1:
-                img = np.repeat(img, 3, axis=-1)
-            strip[:, x0 : x0 + size] = img[:size, :size]
-        else:
-            strip[:, x0 : x0 + size] = 244
-    ax.imshow(strip, extent=(-0.5, T - 0.5, 0, 1), aspect="auto", interpolation="nearest")
-    for t in range(T):
-        if mask_row[t] <= 0:
-            ax.text(t, 0.5, "pad", ha="center", va="center", fontsize=7, color="#666666")
-        elif thumbs is None:
-            ax.text(t, 0.5, f"{t}", ha="center", va="center", fontsize=7, color="#888888")
-        if relevant_row is not None and relevant_row[t] and mask_row[t] > 0:
-            ax.add_patch(
-                Rectangle((t - 0.47, 0.02), 0.94, 0.96, fill=False, edgecolor=RELEVANT, linewidth=2.5)
-            )
-    ax.set_xlim(-0.5, T - 0.5)
-    ax.set_ylim(0, 1)
-    ax.set_yticks([])
-    ax.set_xticks(np.arange(T))
-    ax.set_xticklabels(
-        [
-            f"{times_row[t]:.0f}s" if times_row is not None and np.isfinite(times_row[t]) else f"t{t}"
-            for t in range(T)
-        ],
-        fontsize=6,
-    )
-    ax.tick_params(length=0, pad=1)
-    for sp in ax.spines.values():
-        sp.set_visible(False)
 
 
 def plot_video(
@@ -243,33 +130,14 @@ def plot_video(
         top=1 - 0.45 / height,
         bottom=0.35 / height,
     )
-    _thumb_strip(fig.add_subplot(gs[0, 0]), thumbs, mask_row, rel_row, times_row)
+    draw_thumb_strip(fig.add_subplot(gs[0, 0]), thumbs, mask_row, rel_row, times_row)
     panels = ["thumbnails"]
     title = "\n".join(textwrap.wrap(f"“{text}”", 90)) if text else video_id
     fig.suptitle(f"{title}\n[{video_id}]", fontsize=9, y=1.0)
-    n_real = max(int((mask_row > 0).sum()), 1)
     for r, (kind, v, vals) in enumerate(rows, start=1):
         ax = fig.add_subplot(gs[r, 0])
-        _shade(ax, mask_row, rel_row)
-        x = np.arange(T)
-        if kind == "gates":
-            ax.bar(x, vals, color=GATE_COLOR, width=0.7)
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("gate", fontsize=7)
-        else:
-            ax.bar(x, vals, color=WEIGHT_COLOR, width=0.7)
-            ax.axhline(1.0 / n_real, color="k", ls="--", lw=1, label=f"uniform 1/T = 1/{n_real}")
-            ax.set_ylim(0, max(float(np.nanmax(vals)) * 1.15, 1.5 / n_real))
-            ax.set_ylabel("weight", fontsize=7)
-            ax.legend(fontsize=6, loc="upper right", frameon=False)
-        ax.set_xlim(-0.5, T - 0.5)
-        ax.set_xticks(x)
-        ax.tick_params(labelsize=6)
-        ax.set_title(
-            f"{v.label} — {'excitation gates' if kind == 'gates' else 'aggregation weights'}",
-            fontsize=8,
-            loc="left",
-        )
+        what = "excitation gates" if kind == "gates" else "aggregation weights"
+        draw_frame_bars(ax, vals, mask_row, kind, rel_row, f"{v.label} — {what}")
         panels.append(f"{kind}:{v.label}")
     foot = []
     if skipped:
@@ -277,7 +145,8 @@ def plot_video(
     if thumbs_note:
         foot.append(thumbs_note)
     if rel_row is not None:
-        foot.append("green: true relevant frames; grey: padding")
+        name = next((v.relevant_name for v in variants if v.relevant is not None), "true relevant frames")
+        foot.append(f"green: {name}; grey: padding")
     else:
         foot.append("grey: padding")
     fig.text(0.01, 0.0, "; ".join(foot), fontsize=7, color="#444444", ha="left", va="top")
@@ -310,8 +179,6 @@ def plot_heatmap_grid(
 
 
 def _heatmap_ax(ax, v: VariantWeights, max_videos: int, kind: str) -> str:
-    import seaborn as sns
-
     arr = v.fw.weights if kind == "weights" else v.fw.gates
     if arr is None:
         raise ValueError(NO_WEIGHTS)
@@ -382,8 +249,11 @@ def plot_entropy(variants: list[VariantWeights]) -> tuple[Figure, list[str]]:
     return fig, ["entropy"]
 
 
-def plot_relevant_share(rows: list[tuple[str, float, float, str]]) -> tuple[Figure, list[str]]:
-    """Bars: share of weight on the true relevant frames per variant beside the uniform share.
+def plot_relevant_share(
+    rows: list[tuple[str, float, float, str]], what: str = "relevant frames"
+) -> tuple[Figure, list[str]]:
+    """Bars: share of weight on the true relevant frames (or the annotated moments, ``what``) per
+    variant beside the uniform share.
 
     ``rows``: (label, share, uniform_share, source) with source "weights" or "gates".
     """
@@ -402,7 +272,7 @@ def plot_relevant_share(rows: list[tuple[str, float, float, str]]) -> tuple[Figu
         fontsize=6,
     )
     ax.set_ylim(0, 1)
-    ax.set_ylabel("share of weight on relevant frames")
-    ax.set_title("Synthetic benchmark: do the weights find the relevant frames?", fontsize=9)
+    ax.set_ylabel(f"share of weight on {what}")
+    ax.set_title(f"Do the weights find the {what}?", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     return fig, ["relevant_share"]
