@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness.backbone import ClipBackbone
 from harness.data.frame_cache import FrameCache
 from harness.data.frames import FrameSettings
 from harness.data.records import training_pairs
@@ -25,9 +26,7 @@ __all__ = ["describe_plan", "describe_run"]
 
 
 def _meta_backbone(plan: RunPlan) -> Any:
-    import open_clip
-
-    from harness.backbone import ClipBackbone
+    import open_clip  # ~1-10 s to import: only when a dry run builds a model
 
     with torch.device("meta"):
         model = open_clip.create_model(plan.backbone, pretrained=None, device="meta")

@@ -22,6 +22,7 @@ from harness.errors import CheckpointError, ConfigError
 from harness.metrics import metrics_from_ranks, t2v_v2t_ranks
 from harness.numerics import autocast
 from harness.text import tokenize
+from harness.tracking import RunTracker, configure
 from harness.train import checkpoints as ckpt
 from harness.train.config import TrainConfig
 from harness.train.inputs import TrainInputs, prepare
@@ -198,8 +199,6 @@ def evaluate(run_id: str | None = None, checkpoint: Path | str | None = None, *,
 
 def _log_eval_ranks(run_id: str, cfg: TrainConfig, tracking_uri: str | None, inputs: TrainInputs,
                     scores: Scores) -> None:
-    from harness.tracking import RunTracker, configure
-
     try:
         target = configure(cfg.tracking_root, tracking_uri or cfg.tracking_uri, cfg.experiment)
         tracker = RunTracker(target, run_id)

@@ -8,6 +8,7 @@ is in ``variants``; the optimiser in ``harness.optim``; numerics in ``harness.nu
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import tempfile
 import time
@@ -19,10 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from harness import distributed as dist_utils
 from harness.console import Reporter, log
 from harness.errors import ConfigError, EABenchError
+from harness.figures import frame_weight_figure, training_curves_figure
 from harness.optim import group_lrs
 from harness.tracking import NullTracker, RunTracker, configure, status_for_exception
 from harness.train import checkpoints as ckpt
@@ -34,6 +37,8 @@ from harness.train.model import RetrievalModel, build_model, build_optimizer_for
 from harness.train.plan import RunPlan, load_resume, resolve_plan
 from harness.train.resources import Resources
 from harness.train.result import TrainingDiverged, TrainResult, seed_all
+from harness.synthetic import load_truth, relevant_frames
+from variants import list_variants
 
 __all__ = ["run_training", "train_one_epoch", "train_step"]
 
@@ -220,8 +225,6 @@ def _pruned(exc: BaseException) -> bool:
 
 def _distributed_plan(plan: RunPlan) -> tuple[RunPlan, dist_utils.DistInfo]:
     """Join the torchrun process group (if any): each rank on its own GPU, the batch split evenly."""
-    import dataclasses
-
     info = dist_utils.init_from_env(str(plan.device))
     if info.enabled and plan.device.type == "cuda":
         plan = dataclasses.replace(plan, device=torch.device("cuda", info.local_rank))
@@ -241,8 +244,6 @@ def _distributed_plan(plan: RunPlan) -> tuple[RunPlan, dist_utils.DistInfo]:
 
 def _note_not_a_paper_row(variant: str) -> None:
     # Allowed on purpose (searches try other ratios), but a typo must not pass unnoticed.
-    from variants import list_variants
-
     close = difflib.get_close_matches(variant, list_variants("*"), n=3, cutoff=0.5)
     log(f"note: {variant} is a valid design but not a row of the paper's tables"
         + (f" (closest rows: {', '.join(close)})" if close else ""))
@@ -259,8 +260,6 @@ def _steps_per_epoch(plan: RunPlan, inputs: TrainInputs) -> int:
 
 
 def _ddp(model: RetrievalModel, plan: RunPlan) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[plan.device.index] if plan.device.type == "cuda"
                                    else None, find_unused_parameters=True)
 
@@ -348,8 +347,6 @@ def _log_figures(tracker: Any, plan: RunPlan, inputs: TrainInputs, done: _Progre
 
     Never fatal: a figure that cannot be drawn is reported and the finished run stays FINISHED.
     """
-    from harness.figures import frame_weight_figure, training_curves_figure
-
     try:
         tracker.log_figure(training_curves_figure(done.history), schema.ARTIFACT_FIGURE_CURVES)
         if done.best_weights is not None:
@@ -367,8 +364,6 @@ def _synthetic_relevant(plan: RunPlan, inputs: TrainInputs, n: int) -> np.ndarra
     """The synthetic benchmark's true relevant frames of the first ``n`` test videos (else None)."""
     if plan.cfg.dataset != "synthetic":
         return None
-    from harness.synthetic import load_truth, relevant_frames
-
     try:
         truth = load_truth(Path(plan.cfg.root))["videos"]
         return np.array([relevant_frames(truth[v]["relevant_seconds"], plan.preset.max_frames)

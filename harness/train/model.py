@@ -17,7 +17,8 @@ from harness import distributed as dist_utils
 from harness.numerics import autocast, convert_weights_fp16
 from harness.optim import build_optimizer, param_groups
 from harness.train.config import Numerics, Optimizer, Protocol
-from variants import build_head
+from harness.backbone import load_clip
+from variants import build_head, parse_variant_name
 from variants import symmetric_infonce as _symmetric_infonce
 
 __all__ = ["RetrievalModel", "build_model", "build_optimizer_for", "compile_parts", "freeze_clip",
@@ -124,8 +125,6 @@ def build_model(spec: Any, backbone: Any, *, protocol: Protocol | str, numerics:
     """The model of one run: the variant head on ``backbone``'s width (+ a copy of CLIP in the
     paper protocol, with CLIP4Clip's frozen parameters, converted to fp16 under reference
     numerics)."""
-    from variants import parse_variant_name
-
     if isinstance(spec, str):
         spec = parse_variant_name(spec)
     text_init = backbone.text_init(4) if spec.temporal in ("seqTransf", "tightTransf") else None
@@ -179,8 +178,6 @@ def build_optimizer_for(model: RetrievalModel, *, kind: Optimizer | str, protoco
 
 def load_backbone(plan: Any, resources: Any) -> Any:
     """CLIP for ``plan``: from ``resources`` when this owner loaded the same file before."""
-    from harness.backbone import load_clip
-
     if plan.weights is None:  # random tiny CLIP: seeded by the caller, never shared
         return load_clip(plan.backbone, None)
     st = plan.weights.stat()

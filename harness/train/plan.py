@@ -15,10 +15,13 @@ from typing import Any
 
 import torch
 
+from harness.backbone import TINY_CLIP, resolve_model_name
+from harness.data.frame_cache import default_cache_root
 from harness.errors import CheckpointError, ConfigError, DataError, EABenchError
 from harness.presets import DatasetPreset, get_preset, override
 from harness.train import checkpoints as ckpt
 from harness.train.config import Numerics, Optimizer, Protocol, TrainConfig
+from variants import build_head, get_variant, list_variants, parse_variant_name
 
 __all__ = ["CROSS_MAX_POSITIONS", "RunPlan", "load_resume", "resolve_device", "resolve_plan",
            "resolve_variant"]
@@ -60,8 +63,6 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_variant(name: str) -> tuple[Any, tuple[Any, ...]]:
     """(spec, paper rows) of a registered name, or of a valid design that is not a paper row."""
-    from variants import get_variant, list_variants, parse_variant_name
-
     try:
         entry = get_variant(name)
         return entry.spec, tuple(entry.rows)
@@ -146,8 +147,6 @@ def _preset(cfg: TrainConfig) -> DatasetPreset:
 
 
 def _check_head(cfg: TrainConfig, spec: Any, preset: DatasetPreset) -> None:
-    from variants import build_head
-
     try:  # ratios too large for T fail here, before any decoding or CLIP loading
         with torch.device("meta"):
             build_head(spec, num_frames=preset.max_frames, embed_dim=64)
@@ -161,8 +160,6 @@ def _check_head(cfg: TrainConfig, spec: Any, preset: DatasetPreset) -> None:
 
 
 def _weights(cfg: TrainConfig, preset: DatasetPreset, backbone: str) -> Path | None:
-    from harness.backbone import TINY_CLIP
-
     weights = Path(preset.weights).expanduser() if preset.weights else None
     if weights is None and cfg.dataset == "synthetic":
         candidate = Path(cfg.root) / "clip" / f"{backbone}.safetensors"
@@ -180,9 +177,6 @@ def _weights(cfg: TrainConfig, preset: DatasetPreset, backbone: str) -> Path | N
 
 def resolve_plan(cfg: TrainConfig) -> RunPlan:
     """Validate ``cfg`` before any compute; errors name the flag and the fix."""
-    from harness.backbone import resolve_model_name
-    from harness.data.frame_cache import default_cache_root
-
     protocol = _choice(Protocol, cfg.protocol, "--protocol")
     preset = _preset(cfg)
     spec, rows = resolve_variant(cfg.variant)

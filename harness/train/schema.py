@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.tracking import git_commit
+
 __all__ = [
     "ARTIFACT_CHECKPOINT_DIR",
     "ARTIFACT_CONFIG",
@@ -113,8 +115,6 @@ def run_tags(plan: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def run_params(plan: Any, backbone: Any, inputs: Any, steps_per_epoch: int, world_size: int
                ) -> dict[str, Any]:
     """The params of a training run: the variant's axes, the preset, and what was resolved."""
-    from harness.tracking import git_commit
-
     p, cfg = plan.preset, plan.cfg
     params: dict[str, Any] = dict(plan.spec.as_params())
     params.update({f"preset.{k}": v for k, v in p.to_dict().items()})
