@@ -8,21 +8,11 @@ from typing import Any
 
 import torch
 
+from harness.processes import process_alive
+
 __all__ = ["clean_stale_temps", "save_atomic"]
 
 _TMP = ".tmp"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 def clean_stale_temps(path: Path) -> list[Path]:
@@ -30,7 +20,7 @@ def clean_stale_temps(path: Path) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f"{path.name}{_TMP}*"):
         suffix = tmp.name[len(path.name) + len(_TMP):]
-        if suffix.isdigit() and not _pid_alive(int(suffix)):
+        if suffix.isdigit() and not process_alive(int(suffix)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

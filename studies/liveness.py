@@ -30,6 +30,8 @@ from typing import Any, Self
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.processes import process_alive
+
 __all__ = [
     "DEFAULT_STALE_AFTER_S",
     "HEARTBEAT_INTERVAL_S",
@@ -95,23 +97,6 @@ def process_start_time(pid: int) -> str | None:
         return f"psutil:{psutil.Process(pid).create_time():.3f}"
     except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied: unknown
         return None
-
-
-def process_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host (signal 0 probes without killing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    # A zombie (killed, not yet reaped by its parent) still answers signal 0; treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def process_is(pid: int, started: str | None, boot: str | None = None) -> bool:

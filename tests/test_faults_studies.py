@@ -199,7 +199,9 @@ def test_same_host_liveness_needs_boot_id_and_process_start_time() -> None:
     wrong_start = f"proc:{int(_stat_start(parent)) + 1}"
     # A live pid of another process than the one recorded (reboot, container restart): dead.
     assert is_stale(running(worker_pid=parent, worker_boot_id=boot, worker_started=wrong_start))
-    assert is_stale(running(worker_pid=me, worker_boot_id=boot, worker_started=wrong_start))
+    # (not the parent's start + 1: this process may well have started one clock tick after it)
+    other_start = f"proc:{int(_stat_start(me)) + 100_000}"
+    assert is_stale(running(worker_pid=me, worker_boot_id=boot, worker_started=other_start))
     # The recorded process itself: alive.
     assert not is_stale(running(worker_pid=parent, worker_boot_id=boot, worker_started=true_start))
     # Another boot of this host: dead, whatever the pid.
