@@ -10,6 +10,7 @@ public names are re-exported here.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "TINY_CLIP",
     "TINY_CLIP_CONFIG",
     "ClipBackbone",
+    "clip_on_meta",
     "detect_format",
     "file_sha256",
     "load_clip",
@@ -184,6 +186,18 @@ def load_clip(model_name: str, weights: Path | str | None = None, *, device: str
     model = model.float().eval()
     logit_scale = float(model.logit_scale.detach().reshape(-1)[0])
     return ClipBackbone(model, name, sha, logit_scale).to(device)
+
+
+def clip_on_meta(model_name: str) -> ClipBackbone:
+    """The architecture of ``model_name`` on PyTorch's ``meta`` device: every parameter's name and
+    shape, no memory, no weights read (``eabench train --dry-run``). The logit scale is CLIP's
+    initial ln(100)."""
+    import open_clip
+
+    name = resolve_model_name(model_name)
+    with _quiet_open_clip(), torch.device("meta"):
+        model = open_clip.create_model(name, pretrained=None, device="meta")
+    return ClipBackbone(model, name, None, math.log(100.0))
 
 
 def save_clip(backbone: ClipBackbone, path: Path | str, fmt: str = "safetensors") -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness.backbone import ClipBackbone
+from harness.backbone import clip_on_meta
 from harness.data.frame_cache import FrameCache
 from harness.data.frames import FrameSettings
 from harness.data.records import training_pairs
@@ -23,14 +23,6 @@ from harness.train.model import build_model, frozen_clip_parameters, is_clip_par
 from harness.train.plan import RunPlan, resolve_plan
 
 __all__ = ["describe_plan", "describe_run"]
-
-
-def _meta_backbone(plan: RunPlan) -> Any:
-    import open_clip  # ~1-10 s to import: only when a dry run builds a model
-
-    with torch.device("meta"):
-        model = open_clip.create_model(plan.backbone, pretrained=None, device="meta")
-    return ClipBackbone(model, plan.backbone, None, math.log(100.0))
 
 
 def _training_pairs(plan: RunPlan, image_size: int) -> tuple[int, int]:
@@ -89,7 +81,7 @@ def describe_plan(plan: RunPlan, backbone: Any, train_pairs: int) -> dict[str, A
 def describe_run(cfg: TrainConfig) -> dict[str, Any]:
     """Resolve ``cfg`` and describe it; no decoding, no CLIP weights read, no MLflow run."""
     plan = resolve_plan(cfg)
-    backbone = _meta_backbone(plan)
+    backbone = clip_on_meta(plan.backbone)
     pairs, failed = _training_pairs(plan, backbone.image_size)
     out = describe_plan(plan, backbone, pairs)
     out["videos_known_to_fail"] = failed
