@@ -47,14 +47,16 @@ def _as_plain(d: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def with_resources(trainer: Callable[..., Any], resources: Any) -> Callable[..., Any]:
-    """``trainer`` with ``resources=`` bound when it takes that keyword (the engine's
+    """``trainer`` with ``resources=`` bound when it declares that keyword (the engine's
     ``run_training`` does: CLIP, frame caches and frozen features then load once per worker);
     other trainers (tests' fakes, user functions) are returned unchanged."""
     try:
         params = inspect.signature(trainer).parameters
     except (TypeError, ValueError):
         return trainer
-    if "resources" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    # Only a declared `resources` parameter: a **kwargs wrapper may hand it on to a function that
+    # does not take it.
+    if "resources" in params:
         return functools.partial(trainer, resources=resources)
     return trainer
 

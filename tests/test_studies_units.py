@@ -251,3 +251,17 @@ def test_cli_table_prints_the_final_leaderboard_on_stdout(tmp_path: Path, store:
     rows = [line for line in out.splitlines() if "COMPLETE" in line]
     assert len(rows) == 2 and any("meanP_A4" in r for r in rows)
     assert "optuna-dashboard" in err and "optuna-dashboard" not in out
+
+
+def test_resources_reach_only_trainers_that_declare_them() -> None:
+    from studies.trial import with_resources
+
+    def engine_like(cfg, *, on_epoch=None, resources=None):  # type: ignore[no-untyped-def]
+        return resources
+
+    def wrapper(cfg, **kw):  # type: ignore[no-untyped-def]
+        return kw
+
+    token = object()
+    assert with_resources(engine_like, token)("cfg") is token
+    assert with_resources(wrapper, token)("cfg") == {}  # not forced through **kwargs

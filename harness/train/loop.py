@@ -25,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from harness import distributed as dist_utils
 from harness.console import Reporter, log
 from harness.errors import ConfigError, EABenchError
-from harness.figures import frame_weight_figure, training_curves_figure
 from harness.optim import group_lrs
 from harness.tracking import NullTracker, RunTracker, configure, status_for_exception
 from harness.train import checkpoints as ckpt
@@ -347,6 +346,10 @@ def _log_figures(tracker: Any, plan: RunPlan, inputs: TrainInputs, done: _Progre
 
     Never fatal: a figure that cannot be drawn is reported and the finished run stays FINISHED.
     """
+    # Imported here: harness.figures reads the metric names of harness.train.schema, so importing
+    # it at the top would make `import harness.figures` re-enter this half-initialised package.
+    from harness.figures import frame_weight_figure, training_curves_figure
+
     try:
         tracker.log_figure(training_curves_figure(done.history), schema.ARTIFACT_FIGURE_CURVES)
         if done.best_weights is not None:
