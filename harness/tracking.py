@@ -25,8 +25,11 @@ __all__ = [
     "RunTracker",
     "TrackingTarget",
     "configure",
+    "MLFLOW_UI_PORT",
     "git_commit",
+    "mlflow_ui_command",
     "redact_uri",
+    "runs_table_url",
     "resolve_uri",
     "status_for_exception",
 ]
@@ -71,6 +74,26 @@ def redact_uri(uri: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return uri  # nothing secret (and urlunsplit would normalise sqlite:////abs paths)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+MLFLOW_UI_PORT = 5000  # mlflow ui's default; the runs-table URL assumes it
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """The command that opens MLflow's UI on this store (credentials in the URI redacted); for a
+    tracking server, the server itself."""
+    uri = redact_uri(tracking_uri or "sqlite:///runs/mlflow.db")
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (the MLflow server)"
+    return f"mlflow ui --backend-store-uri {uri} --port {MLFLOW_UI_PORT}"
+
+
+def runs_table_url(experiment_id: str, port: int = MLFLOW_UI_PORT, base: str | None = None) -> str:
+    """Where ``mlflow ui`` shows the experiment's runs table (MLflow 3 opens new experiments on
+    their GenAI traces view otherwise)."""
+    root = (redact_uri(base).rstrip("/") if base and base.startswith(("http://", "https://"))
+            else f"http://127.0.0.1:{port}")
+    return f"{root}/#/experiments/{experiment_id}/runs"
 
 
 def resolve_uri(root: Path | str = Path("runs"), uri: str | None = None) -> str:

@@ -305,7 +305,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from reports.page import mlflow_ui_command, runs_table_url
+    from harness.tracking import mlflow_ui_command, runs_table_url
     from reports.reproduce import plan_reproduction, reproduce
 
     plan = plan_reproduction(

@@ -12,12 +12,11 @@ from typing import Any
 
 import jinja2
 
-from harness.tracking import redact_uri
+from harness.tracking import mlflow_ui_command, redact_uri, runs_table_url
 from reports.table_render import to_html
 
-__all__ = ["MLFLOW_UI_PORT", "mlflow_ui_command", "redact_command", "runs_table_url", "write_page"]
+__all__ = ["redact_command", "write_page"]
 
-MLFLOW_UI_PORT = 5000  # mlflow ui's default; the runs-table URL below assumes it
 
 SECTIONS = (
     (
@@ -43,17 +42,6 @@ SECTIONS = (
     ("ratio_curve", "Reduction-ratio ablation", ""),
     ("training_curves", "Training curves", ""),
 )
-
-
-def mlflow_ui_command(tracking_uri: str) -> str:
-    """The command that opens MLflow's UI on this store (credentials in the URI redacted)."""
-    uri = redact_uri(tracking_uri or "sqlite:///runs/mlflow.db")
-    return f"mlflow ui --backend-store-uri {uri} --port {MLFLOW_UI_PORT}"
-
-
-def runs_table_url(experiment_id: str, port: int = MLFLOW_UI_PORT) -> str:
-    """Where ``mlflow ui`` shows the experiment's runs table."""
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
 
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")

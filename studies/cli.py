@@ -19,7 +19,7 @@ from rich.table import Table
 from harness.console import get_console, output_console
 from harness.errors import ConfigError
 from harness.presets import parse_assignment
-from harness.tracking import DEFAULT_EXPERIMENT, redact_uri, resolve_uri
+from harness.tracking import DEFAULT_EXPERIMENT, mlflow_ui_command, resolve_uri, runs_table_url
 from harness.train import Protocol
 from studies.context import DEFAULT_CONFIG_FACTORY, DEFAULT_TRAINER, StudyContext
 from studies.engine_bridge import train_flag
@@ -199,17 +199,17 @@ def _finish(args: argparse.Namespace, result: TableStudyResult | SearchResult, s
         output_console().print(table)
     if result.context is not None:
         log = get_console()
-        for line in browse_hints(result.context):
+        for line in browse_hints(result.context, getattr(result, "experiment_id", None)):
             log.print(line, highlight=False, soft_wrap=True)
 
 
-def browse_hints(ctx: StudyContext) -> list[str]:
+def browse_hints(ctx: StudyContext, experiment_id: str | None = None) -> list[str]:
     """Where to look at a study (logged to stderr); storage and tracking URIs without secrets."""
     uri = resolve_uri(ctx.runs_root, ctx.tracking_uri)
-    shown = redact_uri(uri)
-    mlflow = f"open {shown} (the MLflow server)" if uri.startswith(("http://", "https://")) \
-        else f"mlflow ui --backend-store-uri {shown}"
-    return [f"optuna-dashboard: {dashboard_command(ctx.storage)}", f"mlflow ui: {mlflow}"]
+    hints = [f"optuna-dashboard: {dashboard_command(ctx.storage)}", f"mlflow ui: {mlflow_ui_command(uri)}"]
+    if experiment_id:
+        hints.append(f"runs table: {runs_table_url(experiment_id, base=uri)}")
+    return hints
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from studies.context import (
     finish_parent_run,
     mark_run_failed,
     resolve_callable,
+    tracking_target,
 )
 from studies.engine_bridge import format_override, retrain_command, validate_config
 from studies.gpus import WorkerPlan
@@ -171,6 +172,7 @@ class SearchResult:
     trials: list[FrozenTrial]
     context: StudyContext | None = field(default=None, repr=False)
     title: str = ""
+    experiment_id: str | None = None  # the MLflow experiment (for the runs-table URL)
 
     def to_json(self) -> dict[str, Any]:
         return {"study": self.study_name, "storage": self.storage, "mlflow_parent_run_id": self.parent_run_id,
@@ -246,7 +248,7 @@ def summarize_search(ctx: StudyContext, study: optuna.Study, settings: SearchSet
     for name, value in importances.items():
         log.info("importance of %s: %.3f", name, value)
     result = SearchResult(ctx.study_name, ctx.storage.display, parent, best, importances, list(trials), ctx,
-                          search_title(ctx, settings))
+                          search_title(ctx, settings), tracking_target(ctx).experiment_id if parent else None)
     if parent:
         metrics = {f"importance/{k}": v for k, v in importances.items()}
         metrics.update({f"study/{k.lower()}": float(v) for k, v in counts.items()})

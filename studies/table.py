@@ -229,6 +229,7 @@ class TableStudyResult:
     trials: list[FrozenTrial]
     context: StudyContext | None = field(default=None, repr=False)
     title: str = ""
+    experiment_id: str | None = None  # the MLflow experiment (for the runs-table URL)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -302,7 +303,7 @@ def finish_table_study(ctx: StudyContext, study: optuna.Study, variants: Sequenc
     else:
         log.info("coverage: all %d cells have exactly one counting COMPLETE trial", len(cells))
     result = TableStudyResult(ctx.study_name, ctx.storage.display, parent, cov, list(trials), ctx,
-                              table_title(ctx, variants, seeds))
+                              table_title(ctx, variants, seeds), tracking_target(ctx).experiment_id if parent else None)
     if parent and not (cov.missing and cov.running):  # other workers still busy: leave it open
         rows = rows_to_json(leaderboard_rows(trials))
         finish_parent_run(

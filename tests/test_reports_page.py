@@ -10,7 +10,8 @@ import pytest
 from conftest_reports import Store, metrics, weights_npz
 
 from reports.build import build_report
-from reports.page import mlflow_ui_command, redact_command, runs_table_url
+from harness.tracking import mlflow_ui_command, runs_table_url
+from reports.page import redact_command
 
 STUDY = "page-study"
 SECRET_URI = "postgresql://user:secret@host/db?password=secret2"

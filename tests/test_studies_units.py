@@ -251,6 +251,11 @@ def test_cli_table_prints_the_final_leaderboard_on_stdout(tmp_path: Path, store:
     rows = [line for line in out.splitlines() if "COMPLETE" in line]
     assert len(rows) == 2 and any("meanP_A4" in r for r in rows)
     assert "optuna-dashboard" in err and "optuna-dashboard" not in out
+    # MLflow 3 opens a new experiment on its traces view: the hint names the runs table itself
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=uri(store)).get_experiment_by_name("eabench")
+    assert f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs" in err.replace("\n", "")
 
 
 def test_resources_reach_only_trainers_that_declare_them() -> None:
