@@ -53,3 +53,21 @@ def test_frame_weights_carry_the_annotated_moments(tmp_path: Path) -> None:
     path = write_frame_weights(tmp_path / "none.npz", inputs, {"mask": np.ones((2, 4), np.float32)})
     with np.load(path) as z:
         assert "moments" not in z.files
+
+
+def test_eval_rescores_the_best_epoch_and_logs_its_ranks(synth: Path, store: Path, tmp_path: Path,  # noqa: F811
+                                                         one_thread) -> None:  # noqa: F811
+    from mlflow.tracking import MlflowClient
+
+    from harness.train import evaluate
+
+    res = run_training(make_cfg(synth, store, variant="meanP_E4"))
+    again = evaluate(run_id=res.run_id, tracking_root=str(store), device="cpu", progress=False,
+                     tracking_uri=uri(store))
+    assert (again.t2v, again.v2t, again.best_epoch) == (res.t2v, res.v2t, res.best_epoch)
+    client = MlflowClient(tracking_uri=uri(store))
+    trained = client.download_artifacts(res.run_id, "ranks.npz", str(tmp_path / "a"))
+    evaluated = client.download_artifacts(res.run_id, "eval/ranks.npz", str(tmp_path / "b"))
+    with np.load(trained) as a, np.load(evaluated) as b:
+        assert np.array_equal(a["t2v"], b["t2v"]) and np.array_equal(a["v2t"], b["v2t"])
+        assert np.array_equal(b["t2v"], again.ranks["t2v"])
