@@ -100,8 +100,8 @@ def test_damaged_frame_file_is_not_cached_and_rebuilt(msrvtt, tmp_path, capsys):
         f.truncate(size - 1)
     rc = main(["data", "cache", "msrvtt", "--root", str(root), "--split", "train9k", "--workers", "1",
                "--max-frames", "4", "--image-size", "16", "--cache-root", str(cache_root), "--no-progress"])
-    err = capsys.readouterr().err
-    assert rc == 0 and "rebuilt 1 stale" in err and "frame file damaged" in err
+    out = capsys.readouterr().out  # the build's summary is the command's output
+    assert rc == 0 and "rebuilt 1 stale" in out and "frame file damaged" in out
 
 
 def test_older_index_lines_stay_readable(msrvtt, tmp_path):  # noqa: F811
@@ -304,8 +304,8 @@ def test_markup_in_video_ids_is_printed_literally(msrvtt, tmp_path, capsys):  # 
     assert odd in out
     rc = main(["data", "cache", "msrvtt", "--root", str(root), "--split", "test1kA", "--max-frames", "2",
                "--image-size", "16", "--cache-root", str(tmp_path / "c"), "--workers", "1", "--no-progress"])
-    err = capsys.readouterr().err
-    assert rc == 0 and f"failed {odd}: missing" in err
+    out = capsys.readouterr().out
+    assert rc == 0 and f"failed {odd}: missing" in out
 
 
 # ------------------------------------------------------------ 13: symlink loops

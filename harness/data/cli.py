@@ -97,7 +97,7 @@ def _check(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from harness.console import get_console
+    from harness.console import get_console, output_console
     from harness.data.dataset_cache import cache_dataset
     from harness.data.frame_cache_build import check_workers
     from harness.data.frames import settings_for
@@ -117,6 +117,7 @@ def _cache(args: argparse.Namespace) -> int:
                       "resume", highlight=False)
         return 130
     cache, report, splits = built.cache, built.report, list(built.splits)
+    out = output_console()  # the build's summary is this command's output: stdout
     summary = report.to_dict()
     summary.update(dataset=args.dataset, key=settings.key(), cached_total=len(cache),
                    cache_bytes=cache.size_bytes(), splits=splits)
@@ -125,7 +126,7 @@ def _cache(args: argparse.Namespace) -> int:
     else:
         fps = report.frames / report.seconds if report.seconds else 0.0
         # paths, ids and reasons come from data files: never read them as Rich markup
-        console.print(f"decoded {report.done} video(s) ({report.frames} frames, "
+        out.print(f"decoded {report.done} video(s) ({report.frames} frames, "
                       f"{report.seconds:.1f} s, {fps:.0f} frames/s), kept "
                       f"{report.skipped_existing} already cached, {report.missing} missing, "
                       f"{len(report.failed) - report.missing} unreadable; cache holds "
@@ -133,12 +134,12 @@ def _cache(args: argparse.Namespace) -> int:
                       f"{escape(str(cache.path))}", highlight=False)
         if report.rebuilt:
             kinds = ", ".join(f"{n} {kind}" for kind, n in report.rebuilt_reasons().items())
-            console.print(f"rebuilt {len(report.rebuilt)} stale cache entr"
+            out.print(f"rebuilt {len(report.rebuilt)} stale cache entr"
                           f"{'y' if len(report.rebuilt) == 1 else 'ies'} ({escape(kinds)})", highlight=False)
         for vid, why in list(report.failed.items())[:10]:
-            console.print(f"  failed {escape(vid)}: {escape(why)}", highlight=False)
+            out.print(f"  failed {escape(vid)}: {escape(why)}", highlight=False)
         if len(report.failed) > 10:
-            console.print(f"  ... {len(report.failed) - 10} more in "
+            out.print(f"  ... {len(report.failed) - 10} more in "
                           f"{escape(str(cache.path / 'failed.jsonl'))}", highlight=False)
     return 0
 
@@ -167,5 +168,5 @@ def _synthetic(args: argparse.Namespace) -> int:
         fields.setdefault("num_test", n_test)
         fields.setdefault("num_train", max(1, args.videos - n_test))
     generate_synthetic(args.out, SyntheticConfig(**fields))
-    print(f"wrote the synthetic benchmark to {args.out}", file=sys.stderr)
+    print(f"wrote the synthetic benchmark to {args.out}")
     return 0
