@@ -6,9 +6,11 @@ epoch's metrics and the count of skipped (non-finite) steps after every epoch (t
 leaderboard reads them), optionally reports T2V R@1 to the pruner, and finally stores the MLflow
 run id and the best epoch's metrics as user attributes. The objective value is the best epoch's
 T2V R@1. With ``ctx.nproc_per_trial`` > 1 the run is a torchrun job (:mod:`studies.torchrun`).
+A trial that retries a failed one continues its run from ``last.pt`` (:mod:`studies.resume`).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -24,6 +26,7 @@ from harness.tracking import resolve_uri
 from harness.train.schema import DIRECTIONS, METRIC_SKIPPED, TAG_SEED, TAG_STUDY, TAG_TRIAL, best_key, metric_key
 from studies.context import StudyContext
 from studies.liveness import Heartbeat, worker_attrs
+from studies.resume import RESUMED_ATTR, resumable_run
 
 __all__ = ["OBJECTIVE", "OBJECTIVE_BEST_KEY", "OBJECTIVE_KEY", "run_trial"]
 
@@ -114,10 +117,37 @@ def run_trial(
         workdir = Path(ctx.runs_root) / "studies" / "jobs" / f"{ctx.study_name}-t{trial.number:04d}"
         trainer = functools.partial(run_torchrun_trial, nproc=ctx.nproc_per_trial, trainer=ctx.trainer,
                                     workdir=workdir)
-    try:
+    resume = resumable_run(trial, ctx, cfg)
+    epochs_seen: list[int] = []
+
+    def counted(epoch: int, metrics: dict[str, Any]) -> None:
+        epochs_seen.append(int(epoch))
+        on_epoch(epoch, metrics)
+
+    def train(config: Any) -> Any:
         with Heartbeat(trial, ctx.heartbeat_interval_s):
-            result = trainer(cfg, on_epoch=on_epoch, parent_run_id=parent_run_id, run_name=run_name,
-                             tags=tags, tracking_uri=_tracking_uri(ctx))
+            return trainer(config, on_epoch=counted, parent_run_id=parent_run_id, run_name=run_name,
+                           tags=tags, tracking_uri=_tracking_uri(ctx))
+
+    try:
+        if resume:
+            log.info("trial %d: continuing MLflow run %s of an earlier failed trial from its last.pt",
+                     trial.number, resume)
+            trial.set_user_attr(RESUMED_ATTR, resume)
+            try:
+                result = train(dataclasses.replace(cfg, resume=resume))
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:
+                if epochs_seen:  # the resumed run trained and then failed: a real failure of this trial
+                    raise
+                # The checkpoint could not be continued (damaged, from another version...): start over.
+                log.warning("trial %d: run %s could not be continued (%s: %s); training from scratch",
+                            trial.number, resume, type(exc).__name__, exc)
+                trial.set_user_attr("resume_error", f"{type(exc).__name__}: {exc}"[:500])
+                result = train(cfg)
+        else:
+            result = train(cfg)
     except optuna.TrialPruned:
         raise
     except Exception as exc:

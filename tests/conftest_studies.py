@@ -205,3 +205,44 @@ def checkpointing_fake_trainer(cfg: Any, *, on_epoch=None, parent_run_id=None, r
     tracker.end("FINISHED")
     return SimpleNamespace(run_id=tracker.run_id, variant=cfg.variant, dataset="synthetic", protocol="frozen",
                            best_epoch=2, t2v={"R1": 12.0}, v2t={"R1": 5.0}, history=[])
+
+
+_CRASHED: set[tuple[str, int]] = set()
+
+
+def crash_once_trainer(cfg: Any, *, resources: Any = None, **kw: Any) -> Any:
+    """The real engine; the first call for each (variant, seed) fails right after its first epoch
+    (``last.pt`` written, the run then ends FAILED), as a crash of the machine would leave it.
+    Every call is recorded in ``crash_once_trainer.calls`` as (variant, seed, resume, epochs seen).
+    With ``crash_once_trainer.damage = True`` the crash also truncates the run's ``last.pt``."""
+    from harness.train import checkpoints as ckpt
+    from harness.train import run_training
+
+    on_epoch = kw.pop("on_epoch", None)
+    cell = (cfg.variant, int(cfg.seed))
+    crash = cell not in _CRASHED
+    seen: list[int] = []
+    crash_once_trainer.calls.append((cfg.variant, int(cfg.seed), cfg.resume, seen))
+
+    def hook(epoch: int, metrics: dict) -> None:
+        seen.append(int(epoch))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if crash:
+            _CRASHED.add(cell)
+            if crash_once_trainer.damage:
+                tags = kw["tags"]
+                client = mlflow_client(Path(cfg.tracking_root))
+                runs = client.search_runs(
+                    [client.get_experiment_by_name("eabench").experiment_id],
+                    filter_string=f"tags.`optuna.study` = '{tags['optuna.study']}' and "
+                                  f"tags.`optuna.trial` = '{tags['optuna.trial']}'")
+                last = ckpt.checkpoint_dir(cfg.tracking_root, runs[0].info.run_id) / ckpt.LAST
+                last.write_bytes(last.read_bytes()[:1000])
+            raise RuntimeError("simulated crash after the first epoch")
+
+    return run_training(cfg, on_epoch=hook, resources=resources, **kw)
+
+
+crash_once_trainer.calls = []  # type: ignore[attr-defined]
+crash_once_trainer.damage = False  # type: ignore[attr-defined]

@@ -284,7 +284,8 @@ def _tracker(plan: RunPlan, info: dist_utils.DistInfo, run_name: str | None, tag
     target = configure(cfg.tracking_root, tracking_uri or cfg.tracking_uri, cfg.experiment)
     if cfg.resume:
         tracker = RunTracker.resume(target, cfg.resume)
-        tracker.set_tags({"resumed_from_epoch": str(start_epoch)})
+        # the caller's tags name the new owner (a study's retried trial), the rest stay as they were
+        tracker.set_tags({**(tags or {}), "resumed_from_epoch": str(start_epoch)})
         return tracker
     return RunTracker.start(target, run_name=run_name or f"{plan.spec.name}/{cfg.dataset}/{plan.protocol}",
                             tags=schema.run_tags(plan, tags), parent_run_id=parent_run_id)
