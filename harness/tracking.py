@@ -34,6 +34,10 @@ __all__ = [
     "status_for_exception",
 ]
 
+# With a tracking server, MLflow writes "View run ... at: URL" on stdout whenever a run ends, which
+# would corrupt the tables and JSON our commands print there; we print the runs-table URL on stderr.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
 DEFAULT_EXPERIMENT = "eabench"
 # MLflow's UI shows an experiment as model training (not GenAI) when it carries this tag.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"

@@ -8,6 +8,7 @@ import this module by name (the tests folder is on ``sys.path`` in the parent an
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -246,3 +247,48 @@ def crash_once_trainer(cfg: Any, *, resources: Any = None, **kw: Any) -> Any:
 
 crash_once_trainer.calls = []  # type: ignore[attr-defined]
 crash_once_trainer.damage = False  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path, timeout_s: float = 120.0):
+    """A real MLflow tracking server on loopback (SQLite backend, proxied artifacts under ``workdir``);
+    yields its http URI and stops the whole process group afterwards."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = (workdir / "mlflow-server.log").open("wb")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{(workdir / 'server.db').resolve()}",
+           "--artifacts-destination", str((workdir / "artifacts").resolve())]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                tail = (workdir / "mlflow-server.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not start: {tail}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

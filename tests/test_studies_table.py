@@ -12,7 +12,16 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest_studies import child_runs, make_ctx, mlflow_client, slow_real_trainer, store, synth, uri  # noqa: F401
+from conftest_studies import (  # noqa: F401
+    child_runs,
+    make_ctx,
+    mlflow_client,
+    mlflow_server,
+    slow_real_trainer,
+    store,
+    synth,
+    uri,
+)
 from optuna.trial import TrialState
 
 from studies.grid import table_cells
@@ -167,20 +176,26 @@ def test_kill_9_mid_trial_then_rerun_completes_each_cell_once(synth: Path, store
 
 @pytest.mark.postgres
 @pytest.mark.skipif(not os.environ.get("EABENCH_PG_URL"), reason="EABENCH_PG_URL not set (.ci/postgres.sh sets it)")
-def test_two_hosts_share_one_postgresql_study_and_one_mlflow_store(synth: Path, store: Path,
-                                                                   tmp_path: Path) -> None:
+def test_two_hosts_share_one_postgresql_study_and_one_mlflow_server(synth: Path, store: Path,
+                                                                    tmp_path: Path) -> None:
     """docs/STUDIES.md's multi-host recipe: the same `eabench study table` command on two "hosts"
     (EABENCH_WORKER_HOST=host-a / host-b, started together) with one PostgreSQL storage and one
-    MLflow store. The second training call hangs after its first epoch; its host is killed there,
-    and the other host finds the trial dead by its heartbeat alone (another host name: no pid
-    check) after --stale-after 3 s and trains the cell again. Every cell ends with exactly one
+    MLflow tracking server (`mlflow server`, artifacts proxied). The second training call hangs
+    after its first epoch; its host is killed there, and the other host finds the trial dead by its
+    heartbeat alone (another host name: no pid check) after --stale-after 3 s and trains the cell
+    again. Every cell ends with exactly one
     COMPLETE trial, all runs are children of one parent run."""
+    with mlflow_server(tmp_path / "mlflow") as server:
+        _two_hosts(synth, store, tmp_path, server)
+
+
+def _two_hosts(synth: Path, store: Path, tmp_path: Path, server: str) -> None:
     name = f"hosts-{time.time_ns()}"
     calls = tmp_path / "calls.txt"
     variants = ["meanP", "meanP_E4", "meanP_A4", "meanP_E4_A4"]
     argv = [sys.executable, "-m", "harness.cli", "study", "table", "--variants", ",".join(variants),
             "--root", str(synth), "--storage", os.environ["EABENCH_PG_URL"], "--study-name", name,
-            "--stale-after", "3", "--tracking-root", str(store), "--tracking-uri", uri(store),
+            "--stale-after", "3", "--tracking-root", str(store), "--tracking-uri", server,
             "--trainer", "conftest_studies:paced_fake_trainer", "--config-factory", "conftest_studies:fake_config",
             "--gpus", "none", "--no-progress", "--json"]
     base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "CI": "true",
@@ -226,7 +241,9 @@ def test_two_hosts_share_one_postgresql_study_and_one_mlflow_store(synth: Path, 
     summary = json.loads(out)
     assert summary["coverage"]["missing"] == [] and summary["storage"].startswith("postgresql")
 
-    client = mlflow_client(store)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=server)
     exp = client.get_experiment_by_name("eabench")
     parents = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}' and "
                                                       "tags.`eabench.kind` = 'study'")
@@ -234,3 +251,5 @@ def test_two_hosts_share_one_postgresql_study_and_one_mlflow_store(synth: Path, 
     runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}' and tags.variant != ''")
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * len(variants)
+    # the study's summary artifacts went through the server's artifact proxy
+    assert "leaderboard.json" in {f.path for f in client.list_artifacts(parents[0].info.run_id)}

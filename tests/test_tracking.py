@@ -1,6 +1,7 @@
 """harness.tracking: store resolution, experiment layout, run writing, end statuses."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,32 @@ def test_configure_does_not_leak_into_the_next_root(tmp_path: Path, store: Path,
 
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert resolve_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_mlflow_never_writes_run_urls_on_stdout_with_a_tracking_server() -> None:
+    """With an http tracking URI MLflow prints "View run ... at: URL" on stdout when a run ends,
+    which would corrupt `--json` output; importing harness.tracking switches that off. Checked
+    against an unreachable server: without the switch MLflow tries to look the run up (and fails),
+    with it it returns at once and prints nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import io, contextlib, os\n"
+        "from mlflow.tracking._tracking_service.client import TrackingServiceClient\n"
+        "c = TrackingServiceClient('http://127.0.0.1:9')\n"
+        "try:\n"
+        "    c._log_url('0' * 32); print('NO-ERROR')\n"
+        "except Exception:\n"
+        "    print('TRIED')\n"
+        "import harness.tracking\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    c._log_url('0' * 32)\n"
+        "print('SILENT' if out.getvalue() == '' else 'PRINTED')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"}
+    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout.split() == ["TRIED", "SILENT"], proc.stderr[-2000:]
