@@ -65,7 +65,8 @@ class ReportOutput:
             "experiment_id": self.experiment_id,
             "runs": [r.run_id for r in self.runs],
             "tables": [
-                {"dataset": t.dataset, "protocol": t.protocol, "files": {k: str(v) for k, v in p.items()}}
+                {"dataset": t.dataset, "protocol": t.protocol, "numerics": t.numerics,
+                 "files": {k: str(v) for k, v in p.items()}}
                 for t, p in self.tables
             ],
             "figures": [

@@ -183,12 +183,12 @@ def _print_messages(messages: list[str]) -> None:
 
 
 def _files_table(tables: list[tuple[Any, dict[str, Path]]]) -> Table:
-    """One row per written table: its dataset, protocol and files."""
+    """One row per written table: its dataset, protocol, numerics and files."""
     out = Table(title=f"{len(tables)} table(s)")
-    for col in ("dataset", "protocol", "files"):
+    for col in ("dataset", "protocol", "numerics", "files"):
         out.add_column(col, overflow="fold")
     for t, paths in tables:
-        out.add_row(t.dataset, t.protocol, "\n".join(str(p) for p in paths.values()))
+        out.add_row(t.dataset, t.protocol, t.numerics or "-", "\n".join(str(p) for p in paths.values()))
     return out
 
 
@@ -218,7 +218,7 @@ def _tables(args: argparse.Namespace) -> int:
     if not written:
         get_console().print("[yellow]no finished runs: nothing to tabulate[/]")
     if args.json:
-        _print_json({"tables": [{"dataset": t.dataset, "protocol": t.protocol,
+        _print_json({"tables": [{"dataset": t.dataset, "protocol": t.protocol, "numerics": t.numerics,
                                  "files": {k: str(v) for k, v in p.items()}} for t, p in written]})
     elif written:
         output_console().print(_files_table(written))

@@ -91,14 +91,33 @@ def compare_runs(
                    rs[0].query_ids, rs[0].video_ids)
 
     arm_a, arm_b = arm(ra), arm(rb)
+    setup = {side: {"protocol": sorted({r.protocol for r in runs}),
+                    "numerics": sorted({r.numerics or "?" for r in runs})}
+             for side, runs in (("a", runs_a), ("b", runs_b))}
     return {
         "a": a,
         "b": b,
         "queries": len(arm_a.query_ids),
         "videos": len(arm_a.video_ids),
         "runs": {"a": list(arm_a.run_ids), "b": list(arm_b.run_ids)},
+        "setup": setup,
+        "warnings": setup_warnings(setup),
         **compare_arms(arm_a, arm_b, ks=ks, n_resamples=n_resamples),
     }
+
+
+def setup_warnings(setup: dict[str, dict[str, list[str]]]) -> list[str]:
+    """What makes the two sides' difference more than the variants' (another protocol or other
+    numerics, docs/FIDELITY.md): said next to every comparison, never silently mixed."""
+    out = []
+    for key in ("protocol", "numerics"):
+        for side in ("a", "b"):
+            if len(setup[side][key]) > 1:
+                out.append(f"side {side} mixes runs of {key} {', '.join(setup[side][key])}")
+        if setup["a"][key] != setup["b"][key]:
+            out.append(f"the sides differ in {key} ({'/'.join(setup['a'][key])} vs {'/'.join(setup['b'][key])}): "
+                       f"the difference is not the variants' alone")
+    return out
 
 
 def comparison_table(res: dict[str, Any]) -> Any:
@@ -119,4 +138,6 @@ def comparison_table(res: dict[str, Any]) -> Any:
                           ci, "<0.001" if p < 0.001 else f"{p:.3f}", c["test"])
     table.caption = ("R@K in percent; T2V over text queries, V2T over videos. p: exact McNemar (one seed per "
                      "side) or paired permutation test on seed-averaged per-query success; CI: paired bootstrap.")
+    for warning in res.get("warnings", []):
+        table.caption += f"\n[bold yellow]warning:[/] {escape(warning)}"
     return table

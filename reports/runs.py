@@ -26,6 +26,7 @@ from harness.train.schema import (
     METRICS,
     TAG_DATASET,
     TAG_KIND,
+    TAG_NUMERICS,
     TAG_PAPER_LABEL,
     TAG_PAPER_TABLE,
     TAG_PROTOCOL,
@@ -86,6 +87,7 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)  # latest value of every metric
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    numerics: str = ""  # "reference" / "fast"; "" for runs that did not record it
 
     def best(self, direction: str, metric: str) -> float:
         """``best/<direction>/<metric>`` (NaN when the run did not log it)."""
@@ -111,6 +113,7 @@ def _record(run: Any) -> RunRecord:
         paper_label=pick(TAG_PAPER_LABEL),
         seed=pick(TAG_SEED),
         study=tags.get(TAG_STUDY, ""),
+        numerics=pick(TAG_NUMERICS),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         params=params,
         tags=tags,
@@ -212,6 +215,7 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
             "temporal": r.temporal or _temporal_of(r.variant),
             "dataset": r.dataset,
             "protocol": r.protocol,
+            "numerics": r.numerics,
             "paper_table": r.paper_table,
             "paper_label": r.paper_label,
             "seed": r.seed,
@@ -230,6 +234,7 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
         "temporal",
         "dataset",
         "protocol",
+        "numerics",
         "paper_table",
         "paper_label",
         "seed",

@@ -270,6 +270,7 @@ def to_csv(t: ResultTable) -> str:
     cols += ["delta_base", "delta_base_lo", "delta_base_hi", "p_base", "p_holm", "significant", "test_base",
              "delta_ref", "skipped_steps", "n_queries", "run_ids", "method", "source"]
     df = t.rows.reindex(columns=cols)
+    df.insert(0, "numerics", t.numerics)
     df.insert(0, "protocol", t.protocol)
     df.insert(0, "dataset", t.dataset)
     return df.to_csv(index=False)

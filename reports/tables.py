@@ -99,9 +99,11 @@ def _reference_rows(ref: pd.DataFrame, dataset: str, temporals: list[str]) -> li
 
 # ------------------------------------------------------------------ aggregation
 def aggregate_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1) and seed count per (dataset, protocol, variant)."""
+    """Mean, sample std (ddof=1) and seed count per (dataset, protocol, numerics, variant): runs
+    trained with other numerics are never averaged together (docs/FIDELITY.md)."""
     metric_cols = [c for c in runs_df.columns if "/" in c and c.split("/")[0] in DIRECTIONS]
-    keys = ["dataset", "protocol", "variant"]
+    runs_df = _with_numerics(runs_df)
+    keys = ["dataset", "protocol", "numerics", "variant"]
     rows = []
     for key, g in runs_df.groupby(keys, sort=False):
         rec = dict(zip(keys, key))
@@ -122,6 +124,21 @@ def aggregate_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
             rec[f"{c}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else np.nan
         rows.append(rec)
     return pd.DataFrame(rows)
+
+
+def _with_numerics(runs_df: pd.DataFrame) -> pd.DataFrame:
+    """``runs_df`` with a ``numerics`` column ("" where a run did not record it)."""
+    if "numerics" in runs_df:
+        return runs_df.assign(numerics=runs_df["numerics"].fillna("").astype(str))
+    return runs_df.assign(numerics="")
+
+
+NUMERICS_NOTES = {
+    "reference": "Numerics: reference (CLIP4Clip's: CLIP in fp16 trained in place, BertAdam), as the paper's runs.",
+    "fast": "Numerics: fast (bf16 autocast, fp32 master weights, AdamW), not the authors'; on the synthetic "
+            "benchmark it scores 6-21 R@1 points below reference (docs/FIDELITY.md), so compare these rows "
+            "only with other fast runs.",
+}
 
 
 def best_second(values: pd.Series, higher: bool = True, decimals: int = DECIMALS) -> pd.Series:
@@ -146,12 +163,14 @@ class ResultTable:
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # [k] -> source text
     study: str = ""
+    numerics: str = ""  # of every run in the table ("" when the runs did not record it)
+    name_suffix: str = ""  # "_<numerics>" when the same dataset and protocol also has a table of other numerics
     mde: float = float("nan")  # smallest Δ T2V R@1 the test set detects at 80 % power (points)
     queries: int | None = None  # test queries (T2V)
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}_{self.protocol}"
+        return f"{self.dataset}_{self.protocol}{self.name_suffix}"
 
     @property
     def delta_columns(self) -> list[str]:
@@ -174,7 +193,9 @@ def build_tables(
     table: str | None = None,
     ranks: Mapping[str, RunRanks] | None = None,
 ) -> list[ResultTable]:
-    """One table per (dataset, protocol) present in ``runs_df`` (see :func:`reports.runs.runs_frame`).
+    """One table per (dataset, protocol, numerics) present in ``runs_df`` (see
+    :func:`reports.runs.runs_frame`); a table's name carries its numerics only when its dataset and
+    protocol have runs of both.
 
     ``ranks`` (run id -> per-query ranks, :func:`reports.ranks.load_ranks_for`) give every row's
     difference to its baseline an interval and a test, and make the best marks significance-aware
@@ -186,13 +207,19 @@ def build_tables(
     agg = aggregate_runs(runs_df)
     out = []
     for (dataset, protocol), g in agg.groupby(["dataset", "protocol"], sort=True):
-        out.append(_build_one(g.reset_index(drop=True), ref, str(dataset), str(protocol), study, table, ranks))
+        modes = sorted(set(g["numerics"]))
+        for numerics in modes:
+            t = _build_one(g[g["numerics"] == numerics].reset_index(drop=True), ref, str(dataset), str(protocol),
+                           study, table, ranks, numerics=str(numerics))
+            if len(modes) > 1:
+                t.name_suffix = f"_{numerics or 'unrecorded'}"
+            out.append(t)
     return out
 
 
 def _build_one(
     agg: pd.DataFrame, ref: pd.DataFrame, dataset: str, protocol: str, study: str, table: str | None,
-    ranks: Mapping[str, RunRanks] | None = None,
+    ranks: Mapping[str, RunRanks] | None = None, numerics: str = "",
 ) -> ResultTable:
     info = [
         row_info(v, table or (pt or None), lab, tmp)
@@ -272,7 +299,8 @@ def _build_one(
         else "ranked on the displayed values"
     )
     caption = (
-        f"{dname}, {protocol} protocol{f' (study {study})' if study else ''}: text-to-video (T2V) "
+        f"{dname}, {protocol} protocol{f', {numerics} numerics' if numerics else ''}"
+        f"{f' (study {study})' if study else ''}: text-to-video (T2V) "
         f"and video-to-text (V2T) retrieval, {seeds_txt}. Best measured value per column in bold, "
         f"second underlined; {marks_txt}. ↓ = lower is better."
     )
@@ -294,6 +322,8 @@ def _build_one(
                 f"Measured rows use the {protocol} protocol, published rows the paper protocol: "
                 f"they are shown side by side but are not directly comparable."
             )
+    if numerics in NUMERICS_NOTES and protocol == "paper":
+        notes.append(NUMERICS_NOTES[numerics])
     if protocol == "frozen":
         notes.append(
             "Frozen protocol: CLIP stays fixed and only the heads train (not the paper's full fine-tuning)."
@@ -308,6 +338,7 @@ def _build_one(
         notes=notes,
         sources=sources,
         study=study,
+        numerics=numerics,
         mde=sig.mde,
         queries=sig.queries,
     )

@@ -81,6 +81,7 @@ class Store:
         status: str = "FINISHED",
         ranks: dict[str, np.ndarray] | None = None,
         extra_metrics: dict[str, float] | None = None,
+        numerics: str | None = None,
     ) -> str:
         tags = {
             "variant": variant,
@@ -91,6 +92,7 @@ class Store:
             "paper_label": label,
             "seed": str(seed),
             "eabench.kind": "train",
+            **({"numerics": numerics} if numerics else {}),
         }
         if study:
             tags["optuna.study"] = study

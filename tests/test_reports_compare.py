@@ -35,6 +35,9 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, dict[str, 
         "other": s.run("meanP_A4", t2v={"R1": 50.0},
                        ranks={"t2v": B, "query_ids": [f"clip{i}#0" for i in range(40)]}),
         "old": s.run("meanP_A4", t2v={"R1": 50.0}),
+        # the same test set, trained with the other numerics
+        "ref": s.run("meanP", t2v={"R1": 25.0}, ranks={"t2v": A}, numerics="reference"),
+        "fast": s.run("meanP_E4", t2v={"R1": 50.0}, ranks={"t2v": B}, numerics="fast"),
     }
     return s, ids
 
@@ -102,3 +105,16 @@ def test_real_run_ranks_reproduce_logged_metrics(synth, store, one_thread) -> No
         got = metrics_from_ranks(rk.ranks(d))
         for m in METRICS:
             assert got[m] == logged[best_key(d, m)], (d, m)  # exactly: the metrics are computed from these ranks
+
+
+def test_compare_says_when_the_sides_differ_in_numerics(planted, capsys) -> None:
+    s, ids = planted
+    rc, out, _ = _compare(s, ids["ref"], ids["fast"], capsys, "--json")
+    res = json.loads(out)
+    assert rc == 0 and res["setup"]["a"]["numerics"] == ["reference"] and res["setup"]["b"]["numerics"] == ["fast"]
+    assert len(res["warnings"]) == 1 and "differ in numerics (reference vs fast)" in res["warnings"][0]
+    rc, out, _ = _compare(s, ids["ref"], ids["fast"], capsys)
+    assert rc == 0 and "warning:" in out and "differ in numerics" in " ".join(out.split())
+    # same numerics (here: unrecorded on both sides) -> nothing to warn about
+    rc, out, _ = _compare(s, ids["a"], ids["b"], capsys, "--json")
+    assert json.loads(out)["warnings"] == []

@@ -216,3 +216,31 @@ def test_cli_tables_and_list_json_on_stdout(store: Store, tmp_path, capsys) -> N
     # unknown study: a clear error naming the studies that exist
     assert main(["report", "tables", "--study", "nope", "--tracking-uri", store.uri]) == 2
     assert STUDY in capsys.readouterr().err
+
+
+def test_runs_of_other_numerics_are_never_averaged_into_one_row(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hand numbers: reference meanP 40 / 42 -> 41.0 ± 1.4, reference meanP_E4 44; fast meanP 20
+    alone. Averaging across numerics would have given meanP (40+42+20)/3 = 34.0."""
+    s = Store(tmp_path_factory.mktemp("mlruns_numerics"))
+    study = "numerics-study"
+    parent = s.study(study, table="meanP")
+    kw = dict(study=study, parent=parent, table="meanP", protocol="paper")
+    s.run("meanP", t2v=metrics(40.0), seed=0, numerics="reference", **kw)
+    s.run("meanP", t2v=metrics(42.0), seed=1, numerics="reference", **kw)
+    s.run("meanP_E4", t2v=metrics(44.0), numerics="reference", **kw)
+    s.run("meanP", t2v=metrics(20.0), seed=0, numerics="fast", **kw)
+    tables = {t.name: t for t in build_tables(runs_frame(load_runs(s.client, study=study)), study=study,
+                                              table="meanP")}
+    assert set(tables) == {"msrvtt_paper_reference", "msrvtt_paper_fast"}
+    ref, fast = tables["msrvtt_paper_reference"], tables["msrvtt_paper_fast"]
+    assert "41.0 ± 1.4" in _md_rows(to_markdown(ref))["CLIP4Clip-meanP"][2]  # (underlined: second best)
+    assert "20.0" in _md_rows(to_markdown(fast))["CLIP4Clip-meanP"][2] and "34.0" not in to_markdown(ref)
+    assert "reference numerics" in ref.caption and "fast numerics" in fast.caption
+    assert any("not the authors'" in n for n in fast.notes)
+    assert not any("not the authors'" in n for n in ref.notes)
+    assert set(pd.read_csv(io.StringIO(to_csv(fast)))["numerics"]) == {"fast"}
+
+
+def test_a_table_of_one_numerics_keeps_its_plain_name(store: Store) -> None:
+    # the module's runs record no numerics at all: one table per protocol, named as before
+    assert {t.name for t in _tables(store).values()} == {"msrvtt_frozen", "msrvtt_paper"}
