@@ -135,9 +135,9 @@ def _with_numerics(runs_df: pd.DataFrame) -> pd.DataFrame:
 
 NUMERICS_NOTES = {
     "reference": "Numerics: reference (CLIP4Clip's: CLIP in fp16 trained in place, BertAdam), as the paper's runs.",
-    "fast": "Numerics: fast (bf16 autocast, fp32 master weights, AdamW), not the authors'; on the synthetic "
-            "benchmark it scores 6-21 R@1 points below reference (docs/FIDELITY.md), so compare these rows "
-            "only with other fast runs.",
+    "fast": "Numerics: fast (bf16 autocast, fp32 master weights, AdamW), not the authors'; it trains CLIP "
+            "differently (docs/FIDELITY.md, 'Reference against fast numerics'), so compare these rows only "
+            "with other fast runs.",
 }
 
 
